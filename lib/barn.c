@@ -1,0 +1,162 @@
+/*
+ * barn.c - the per-cache store of full and empty sheaves (the kernel's
+ * struct node_barn).
+ *
+ * Threads exchange whole sheaves here in O(1): a thread whose sheaves ran
+ * dry swaps an empty one for a full one, a thread whose sheaves filled up
+ * swaps a full one for an empty one.  A producer/consumer pair of threads
+ * thus moves objects between each other a sheaf at a time, without touching
+ * slabs.  Both lists are bounded (barn_full, barn_empty options): beyond
+ * them full sheaves are flushed to slabs and empty ones are freed, so the
+ * barn cannot hoard memory.
+ *
+ * Sheaves in a barn are either completely full or completely empty.
+ */
+#include "internal.h"
+
+void barn_init(struct barn *b)
+{
+	lock_reinit(&b->lock);
+	b->full = b->empty = NULL;
+	b->nr_full = b->nr_empty = 0;
+}
+
+static struct sheaf *pop(struct sheaf **list, unsigned int *nr)
+{
+	struct sheaf *s = *list;
+	if (s) {
+		*list = s->next;
+		s->next = NULL;
+		(*nr)--;
+	}
+	return s;
+}
+
+static void push(struct sheaf **list, unsigned int *nr, struct sheaf *s)
+{
+	s->next = *list;
+	*list = s;
+	(*nr)++;
+}
+
+struct sheaf *barn_get_full(struct sheaf_cache *c)
+{
+	struct barn *b = &c->barn;
+	lock_acquire(&b->lock);
+	struct sheaf *s = pop(&b->full, &b->nr_full);
+	lock_release(&b->lock);
+	stat_add(c, s ? SHEAF_STAT_barn_get : SHEAF_STAT_barn_get_fail, 1);
+	return s;
+}
+
+struct sheaf *barn_get_empty(struct sheaf_cache *c)
+{
+	struct barn *b = &c->barn;
+	lock_acquire(&b->lock);
+	struct sheaf *s = pop(&b->empty, &b->nr_empty);
+	lock_release(&b->lock);
+	return s;
+}
+
+bool barn_put_full(struct sheaf_cache *c, struct sheaf *s)
+{
+	struct barn *b = &c->barn;
+	sheaf_assert(s->size == s->capacity);
+	bool ok = false;
+	lock_acquire(&b->lock);
+	if (b->nr_full < sheaf_opt.barn_full) {
+		push(&b->full, &b->nr_full, s);
+		ok = true;
+	}
+	lock_release(&b->lock);
+	stat_add(c, ok ? SHEAF_STAT_barn_put : SHEAF_STAT_barn_put_fail, 1);
+	return ok;
+}
+
+void barn_put_empty(struct sheaf_cache *c, struct sheaf *s)
+{
+	struct barn *b = &c->barn;
+	sheaf_assert(s->size == 0);
+	lock_acquire(&b->lock);
+	if (b->nr_empty < sheaf_opt.barn_empty) {
+		push(&b->empty, &b->nr_empty, s);
+		s = NULL;
+	}
+	lock_release(&b->lock);
+	if (s) {
+		sheaf_delete(s);
+		stat(c, sheaf_free);
+	}
+}
+
+struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empty)
+{
+	struct barn *b = &c->barn;
+	lock_acquire(&b->lock);
+	struct sheaf *full = pop(&b->full, &b->nr_full);
+	if (full)
+		push(&b->empty, &b->nr_empty, empty);  /* bounded: one in, one out */
+	lock_release(&b->lock);
+	stat_add(c, full ? SHEAF_STAT_barn_get : SHEAF_STAT_barn_get_fail, 1);
+	return full;
+}
+
+struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
+{
+	struct barn *b = &c->barn;
+	struct sheaf *empty;
+	lock_acquire(&b->lock);
+	if (b->nr_full >= sheaf_opt.barn_full)
+		goto at_bound;
+	empty = pop(&b->empty, &b->nr_empty);
+	if (empty) {
+		push(&b->full, &b->nr_full, full);
+		lock_release(&b->lock);
+		stat(c, barn_put);
+		return empty;
+	}
+	lock_release(&b->lock);
+
+	/* No empty sheaf parked: make one without holding the lock, then
+	 * check the bound again, since other threads may have filled it. */
+	empty = sheaf_new(c);
+	if (!empty)
+		return NULL;
+	lock_acquire(&b->lock);
+	if (b->nr_full >= sheaf_opt.barn_full) {
+		lock_release(&b->lock);
+		barn_put_empty(c, empty);
+		stat(c, barn_put_fail);
+		return NULL;
+	}
+	push(&b->full, &b->nr_full, full);
+	lock_release(&b->lock);
+	stat(c, barn_put);
+	return empty;
+
+at_bound:
+	lock_release(&b->lock);
+	stat(c, barn_put_fail);
+	return NULL;
+}
+
+void barn_drain(struct sheaf_cache *c)
+{
+	struct barn *b = &c->barn;
+	lock_acquire(&b->lock);
+	struct sheaf *full = b->full, *empty = b->empty;
+	b->full = b->empty = NULL;
+	b->nr_full = b->nr_empty = 0;
+	lock_release(&b->lock);
+	while (full) {
+		struct sheaf *n = full->next;
+		sheaf_flush(c, full);
+		sheaf_delete(full);
+		full = n;
+	}
+	while (empty) {
+		struct sheaf *n = empty->next;
+		sheaf_delete(empty);
+		empty = n;
+	}
+}

@@ -1,0 +1,394 @@
+/*
+ * cache.c - slab caches (the kernel's struct kmem_cache).
+ *
+ * A cache owns its slabs on three lists (partial, empty, full) under
+ * cache->lock, its barn, and its counters.  Objects reach the slabs only in
+ * bulk, from the sheaf slow paths: cache_alloc_from_slabs() fills a sheaf,
+ * cache_free_to_slabs() empties one.  The per-thread fast paths never come
+ * here.
+ *
+ * The public sheaf_cache_* functions are at the bottom.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+sheaf_lock_t caches_lock = SHEAF_LOCK_INIT;
+static struct sheaf_cache *caches_head, *caches_tail;
+/* Empty slabs of all caches, in bytes (atomic).  Keeping some avoids a
+ * madvise + page faults cycle for programs that repeatedly free and
+ * reallocate a batch; the budget bounds what an idle program keeps. */
+static size_t retained_bytes;
+
+size_t cache_retained_bytes(void)
+{
+	return __atomic_load_n(&retained_bytes, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- lists */
+static struct slab **list_head(struct sheaf_cache *c, unsigned int which)
+{
+	return which == SLAB_ON_PARTIAL ? &c->partial : which == SLAB_ON_EMPTY ? &c->empty : &c->full;
+}
+static unsigned long *list_count(struct sheaf_cache *c, unsigned int which)
+{
+	return which == SLAB_ON_PARTIAL ? &c->nr_partial :
+	       which == SLAB_ON_EMPTY ? &c->nr_empty : &c->nr_full;
+}
+
+static void slab_list_del(struct sheaf_cache *c, struct slab *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		*list_head(c, s->list) = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	(*list_count(c, s->list))--;
+	if (s->list == SLAB_ON_EMPTY)
+		__atomic_fetch_sub(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
+	s->next = s->prev = NULL;
+}
+
+static void slab_list_add(struct sheaf_cache *c, struct slab *s, unsigned int which)
+{
+	struct slab **head = list_head(c, which);
+	s->list = (uint8_t)which;
+	s->prev = NULL;
+	s->next = *head;
+	if (*head)
+		(*head)->prev = s;
+	*head = s;
+	(*list_count(c, which))++;
+	if (which == SLAB_ON_EMPTY)
+		__atomic_fetch_add(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
+}
+
+/* Puts a slab on the list its fill level says. */
+static void slab_relist(struct sheaf_cache *c, struct slab *s)
+{
+	unsigned int want = s->inuse == 0 ? SLAB_ON_EMPTY :
+			    s->inuse == s->objects ? SLAB_ON_FULL : SLAB_ON_PARTIAL;
+	if (want != s->list) {
+		slab_list_del(c, s);
+		slab_list_add(c, s, want);
+	}
+}
+
+/* ----------------------------------------------------------------- setup */
+static unsigned int slab_order_for(uint32_t stride)
+{
+	unsigned int order = 0;
+	for (;;) {
+		size_t bytes = SLAB_MIN_BYTES << order;
+		size_t objs = bytes / stride;
+		size_t waste = bytes - objs * stride;
+		if (objs > SLAB_MAX_OBJECTS)
+			break;  /* cannot happen for order 0 with stride >= 8 */
+		if ((objs >= 8 && waste * 8 <= bytes) || order == SLAB_MAX_ORDER)
+			return order;
+		order++;
+	}
+	return order;
+}
+
+int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t align,
+		unsigned int flags, void (*ctor)(void *), int cls)
+{
+	if (size == 0 || size > CACHE_OBJ_MAX || (align & (align - 1)) || align > PAGE_SIZE ||
+	    (flags & ~(SHEAF_HWCACHE_ALIGN | SHEAF_NO_SHEAVES)))
+		return EINVAL;
+	if (align < 8)
+		align = 8;
+	if (flags & SHEAF_HWCACHE_ALIGN && align < CACHELINE)
+		align = CACHELINE;
+
+	size_t stride = (size + 7) & ~(size_t)7;
+	uint32_t marker_off = 0;
+	if (ctor) {
+		/* A constructed object must keep its state while free, so
+		 * the free marker goes after it (as SLUB moves its free
+		 * pointer out of objects with a constructor). */
+		marker_off = (uint32_t)stride;
+		stride += sizeof(uintptr_t);
+	}
+	stride = (stride + align - 1) & ~(align - 1);
+
+	memset(c, 0, sizeof(*c));
+	c->size = (uint32_t)stride;
+	c->object_size = (uint32_t)size;
+	c->align = (uint32_t)align;
+	c->marker_off = marker_off;
+	c->cls = (uint16_t)(cls >= 0 ? cls : CLASS_NONE);
+	c->flags = flags;
+	c->ctor = ctor;
+	c->slab_order = (uint8_t)slab_order_for(c->size);
+	c->objects_per_slab = (uint32_t)((SLAB_MIN_BYTES << c->slab_order) / c->size);
+	c->recip = slab_recip(c->size);
+	if (!config_tiny && !(flags & SHEAF_NO_SHEAVES)) {
+		unsigned int cap = sheaf_opt.sheaf_capacity;
+		if (!cap) {
+			/* About 32 KiB of objects per sheaf: many small
+			 * objects amortise the slow path, few large ones
+			 * bound what a thread can hoard. */
+			cap = (unsigned int)(32768 / stride);
+			cap = cap < 4 ? 4 : cap > 128 ? 128 : cap;
+		}
+		if (cap > 1024)
+			cap = 1024;
+		c->sheaf_capacity = cap;
+	}
+	size_t n = strlen(name);
+	if (n >= sizeof(c->name))
+		n = sizeof(c->name) - 1;
+	memcpy(c->name, name, n);
+	c->name[n] = '\0';
+	lock_reinit(&c->lock);
+	barn_init(&c->barn);
+
+	lock_acquire(&caches_lock);
+	if (caches_tail)
+		caches_tail->next_cache = c;
+	else
+		caches_head = c;
+	caches_tail = c;
+	lock_release(&caches_lock);
+	return 0;
+}
+
+static void cache_unlink(struct sheaf_cache *c)
+{
+	lock_acquire(&caches_lock);
+	struct sheaf_cache **pp = &caches_head, *prev = NULL;
+	while (*pp && *pp != c) {
+		prev = *pp;
+		pp = &(*pp)->next_cache;
+	}
+	if (*pp) {
+		*pp = c->next_cache;
+		if (caches_tail == c)
+			caches_tail = prev;
+	}
+	lock_release(&caches_lock);
+}
+
+void caches_foreach(void (*fn)(struct sheaf_cache *c, void *arg), void *arg)
+{
+	/* Caches are only unlinked by sheaf_cache_destroy(), whose caller
+	 * guarantees nobody else uses that cache; holding caches_lock makes
+	 * the walk itself safe. */
+	lock_acquire(&caches_lock);
+	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache)
+		fn(c, arg);
+	lock_release(&caches_lock);
+}
+
+/* ------------------------------------------------------------- bulk ops */
+static void slabs_release(struct slab *list)
+{
+	while (list) {
+		struct slab *next = list->next;
+		slab_destroy(list);
+		list = next;
+	}
+}
+
+/* Detaches empty slabs beyond `keep` (beyond the global retain budget too
+ * unless `force`); returns them as a list. */
+static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep, bool force)
+{
+	struct slab *out = NULL;
+	while (c->nr_empty > keep && (force || cache_retained_bytes() > sheaf_opt.slab_retain)) {
+		struct slab *s = c->empty;
+		slab_list_del(c, s);
+		s->next = out;
+		out = s;
+	}
+	return out;
+}
+
+unsigned int cache_alloc_from_slabs(struct sheaf_cache *c, void **out, unsigned int n)
+{
+	unsigned int got = 0;
+	lock_acquire(&c->lock);
+	while (got < n) {
+		struct slab *s = c->partial ? c->partial : c->empty;
+		if (!s) {
+			/* No lock while carving: the constructor is user code. */
+			lock_release(&c->lock);
+			s = slab_create(c);
+			lock_acquire(&c->lock);
+			if (!s)
+				break;
+			slab_list_add(c, s, SLAB_ON_EMPTY);
+		}
+		got += slab_take(s, out + got, n - got);
+		slab_relist(c, s);
+	}
+	lock_release(&c->lock);
+	return got;
+}
+
+void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
+{
+	lock_acquire(&c->lock);
+	for (unsigned int i = 0; i < n; i++) {
+		uintptr_t e = pagemap_lookup((uintptr_t)objs[i]);
+		struct slab *s = (struct slab *)e;
+		sheaf_assert(e && !(e & PM_TAG_LARGE) && s->cache == c);
+		if (unlikely(!slab_put(s, objs[i]))) {
+			stat(c, free_invalid);
+			diag_bad_pointer("free()", objs[i],
+					 "double free of %p in cache %s (found when its sheaf was flushed)",
+					 objs[i], c->name);
+			continue;
+		}
+		slab_relist(c, s);
+	}
+	struct slab *release = cache_detach_empty(c, sheaf_opt.slab_reserve, false);
+	lock_release(&c->lock);
+	slabs_release(release);
+}
+
+bool cache_shrink(struct sheaf_cache *c, unsigned long keep)
+{
+	lock_acquire(&c->lock);
+	struct slab *release = cache_detach_empty(c, keep, true);
+	lock_release(&c->lock);
+	slabs_release(release);
+	return release != NULL;
+}
+
+/* -------------------------------------------------------- free checking */
+struct slab *cache_check_free(const char *func, uintptr_t entry, void *ptr)
+{
+	struct slab *s = (struct slab *)entry;
+	if (!entry) {
+		diag_bad_pointer(func, ptr, "invalid pointer %p: not allocated by sheaf", ptr);
+		return NULL;
+	}
+	uintptr_t off = (uintptr_t)ptr - s->base;
+	uint32_t idx = slab_index(s, (uintptr_t)ptr);
+	if (unlikely((uintptr_t)ptr < s->base || idx >= s->objects ||
+		     (uintptr_t)idx * s->size != off)) {
+		stat(s->cache, free_invalid);
+		if ((uintptr_t)ptr < s->base || idx >= s->objects)
+			diag_bad_pointer(func, ptr, "invalid pointer %p: inside a slab of cache %s but not in any object",
+					 ptr, s->cache->name);
+		else
+			diag_bad_pointer(func, ptr, "interior pointer %p: object %p + %lu in cache %s",
+					 ptr, (void *)(s->base + (uintptr_t)idx * s->size),
+					 (unsigned long)(off - (uintptr_t)idx * s->size), s->cache->name);
+		return NULL;
+	}
+	if (unlikely(obj_marked_free(s->cache, ptr))) {
+		stat(s->cache, free_invalid);
+		diag_bad_pointer(func, ptr, "double free of %p in cache %s", ptr, s->cache->name);
+		return NULL;
+	}
+	return s;
+}
+
+/* -------------------------------------------------------------- fork */
+/* Called with caches_lock and threads_lock held (thread.c keeps the order). */
+void caches_fork_prepare(void)
+{
+	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache) {
+		lock_acquire(&c->barn.lock);
+		lock_acquire(&c->lock);
+	}
+}
+
+void caches_fork_parent(void)
+{
+	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache) {
+		lock_release(&c->lock);
+		lock_release(&c->barn.lock);
+	}
+}
+
+void caches_fork_child(void)
+{
+	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache) {
+		lock_reinit(&c->lock);
+		lock_reinit(&c->barn.lock);
+	}
+}
+
+/* ------------------------------------------------------------ public API */
+struct sheaf_cache *sheaf_cache_create(const char *name, size_t size, size_t align,
+				       unsigned int flags, void (*ctor)(void *obj))
+{
+	if (!sheaf_ready)
+		sheaf_init();
+	struct sheaf_cache *c = meta_alloc(sizeof(*c));
+	if (!c) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	unsigned int id = cache_id_alloc();
+	int err = cache_setup(c, name ? name : "(unnamed)", size, align, flags, ctor, -1);
+	if (err) {
+		cache_id_free(id);
+		meta_free(c, sizeof(*c));
+		errno = err;
+		return NULL;
+	}
+	c->id = id;
+	return c;
+}
+
+static void drain_thread_pcs(struct thread_cache *tc, void *arg)
+{
+	struct sheaf_cache *c = arg;
+	if (c->id < tc->nr_ext)
+		pcs_drain(c, &tc->ext[c->id]);
+}
+
+int sheaf_cache_destroy(struct sheaf_cache *c)
+{
+	if (!c)
+		return 0;
+	/* Take back what every thread still caches for this cache (the
+	 * caller promised none of them is using it), then the barn. */
+	threads_foreach(drain_thread_pcs, c);
+	barn_drain(c);
+
+	lock_acquire(&c->lock);
+	unsigned long live = 0;
+	for (unsigned int which = SLAB_ON_FULL; which <= SLAB_ON_PARTIAL; which++)
+		for (struct slab *s = *list_head(c, which); s; s = s->next)
+			live += s->inuse;
+	if (live) {
+		diag_printf("sheaf: sheaf_cache_destroy(%s): %lu objects still allocated; cache kept\n",
+			    c->name, live);
+		for (unsigned int which = SLAB_ON_FULL; which <= SLAB_ON_PARTIAL; which++)
+			for (struct slab *s = *list_head(c, which); s; s = s->next)
+				if (s->inuse)
+					diag_printf("sheaf:   slab %p: %u of %u objects allocated\n",
+						    (void *)s->base, s->inuse, s->objects);
+		lock_release(&c->lock);
+		errno = EBUSY;
+		return -1;
+	}
+	struct slab *release = cache_detach_empty(c, 0, true);
+	lock_release(&c->lock);
+	slabs_release(release);
+	cache_unlink(c);
+	if (c->cls == CLASS_NONE) {
+		cache_id_free(c->id);
+		meta_free(c, sizeof(*c));
+	}
+	return 0;
+}
+
+size_t sheaf_cache_object_size(const struct sheaf_cache *c)
+{
+	return c->object_size;
+}
+
+const char *sheaf_cache_name(const struct sheaf_cache *c)
+{
+	return c->name;
+}

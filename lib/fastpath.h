@@ -1,0 +1,71 @@
+/*
+ * fastpath.h - the inline fast paths of malloc and free.
+ *
+ * Each touches only the calling thread's sheaf and has exactly one exit to
+ * an out-of-line slow function (mimalloc's rule): no lock, no atomic, no
+ * #if.  malloc pops a pointer from the main sheaf of the size class; free
+ * finds the slab through the page map, checks that the pointer is the start
+ * of an object that is not already free, and pushes it.
+ */
+#ifndef SHEAF_FASTPATH_H
+#define SHEAF_FASTPATH_H
+
+#include "internal.h"
+
+/* lib/malloc.c: the out-of-line implementations behind both the sheaf_*
+ * names and glibc's names (preload.c).  `func` names the entry point in
+ * diagnostics. */
+void *do_malloc_slow(size_t size);
+void do_free_slow(void *ptr, const char *func);
+void *do_calloc(size_t nmemb, size_t size);
+void *do_realloc(void *ptr, size_t size, const char *func);
+void *do_reallocarray(void *ptr, size_t nmemb, size_t size);
+void *do_memalign(size_t align, size_t size);        /* align: a power of two */
+void *do_memalign_glibc(size_t align, size_t size);  /* rounds align up */
+int do_posix_memalign(void **memptr, size_t align, size_t size);
+void *do_aligned_alloc(size_t align, size_t size);
+void *do_pvalloc(size_t size);
+size_t do_usable_size(const void *ptr);
+void do_free_sized(void *ptr, size_t size, const char *func);
+int do_malloc_trim(size_t pad);
+
+static inline void *malloc_fast(size_t size)
+{
+	struct thread_cache *tc = sheaf_tc;
+	if (likely(size <= SMALL_MAX && tc)) {
+		struct pcs *pcs = &tc->pcs[size_to_class(size)];
+		struct sheaf *s = pcs->main;
+		if (likely(s->size)) {
+			void *p = s->objects[--s->size];
+			pcs->alloc_fast++;
+			*(uintptr_t *)p = 0;   /* obj_mark_alloc(): kmalloc markers sit at 0 */
+			return p;
+		}
+	}
+	return do_malloc_slow(size);
+}
+
+static inline void free_fast(void *ptr, const char *func)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
+	struct thread_cache *tc = sheaf_tc;
+	const struct slab *slab = (const struct slab *)e;
+	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES)) {
+		uintptr_t off = (uintptr_t)ptr - slab->base;
+		uint32_t idx = slab_index(slab, (uintptr_t)ptr);
+		struct pcs *pcs = &tc->pcs[slab->cls];
+		struct sheaf *s = pcs->main;
+		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
+			   *(uintptr_t *)ptr != free_marker(ptr) && s->size < s->capacity)) {
+			*(uintptr_t *)ptr = free_marker(ptr);
+			s->objects[s->size] = ptr;
+			barrier();
+			s->size++;
+			pcs->free_fast++;
+			return;
+		}
+	}
+	do_free_slow(ptr, func);
+}
+
+#endif

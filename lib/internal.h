@@ -1,0 +1,424 @@
+/*
+ * internal.h - the types of sheaf and the rules that bind them.
+ *
+ * Layers, bottom up (one file each):
+ *   page.c      page source: address space from mmap, slab-sized runs, madvise
+ *   pagemap.c   radix map page -> owning slab or large allocation (O(1))
+ *   meta.c      metadata allocator (slab headers, sheaves, thread state)
+ *   sizeclass.c malloc size classes and their (static) caches
+ *   slab.c      a slab: a run of pages carved into equal objects, free bitmap
+ *   cache.c     a cache (kmem_cache): slab lists, bulk alloc/free on slabs
+ *   barn.c      per-cache store of full and empty sheaves
+ *   sheaf.c     per-thread sheaves: refill, flush, the slow paths
+ *   large.c     allocations above the largest class: whole mappings
+ *   thread.c    per-thread state, init, thread exit, fork
+ *   malloc.c    the malloc family (sheaf_* names)
+ *   stats.c, options.c, diag.c
+ *
+ * Object states (an object of a slab is in exactly one):
+ *   ALLOCATED  owned by the program; word at cache->marker_off != marker(p)
+ *   IN SHEAF   in some thread's main/spare sheaf or a barn sheaf; marker set
+ *   IN SLAB    its bit in slab->freemap is 1; marker set (or never-used memory)
+ * The free marker (free_key ^ address, written on free, cleared on alloc) is
+ * how a double free is caught on the fast path without touching shared
+ * memory; the freemap catches the rest exactly when objects reach the slab.
+ *
+ * Sheaf states: a sheaf is owned by exactly one of: a thread's pcs (main or
+ * spare; unlocked, only that thread touches it), a barn list (under the barn
+ * lock; then it is completely full or completely empty), or nobody while in
+ * transit in a slow path.
+ *
+ * Lock order (outer first).  Fast paths take no lock at all.
+ *   caches_lock -> threads_lock -> barn.lock -> cache.lock -> large_lock
+ *   -> page_lock -> meta_lock
+ * barn.lock and cache.lock are never held together in practice (sheaves
+ * leave the barn before they are flushed), but fork takes them in this order.
+ */
+#ifndef SHEAF_INTERNAL_H
+#define SHEAF_INTERNAL_H
+
+#include "config.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sheaf.h"
+
+#define likely(x)   __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define noinline    __attribute__((noinline))
+#define cold        __attribute__((cold))
+#define barrier()   __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
+/* ------------------------------------------------------------------ build */
+#ifdef SHEAF_CONFIG_TINY
+static const bool config_tiny = true;
+#else
+static const bool config_tiny = false;
+#endif
+#ifdef SHEAF_CONFIG_DEBUG
+static const bool config_debug = true;
+#else
+static const bool config_debug = false;
+#endif
+
+/* Internal invariant checks: compiled in every build, executed in debug. */
+#define sheaf_assert(cond)                                                       \
+	do {                                                                     \
+		if (config_debug && unlikely(!(cond)))                           \
+			diag_assert_fail(#cond, __FILE__, __LINE__);             \
+	} while (0)
+
+#define PAGE_SHIFT 12
+#define PAGE_SIZE  ((size_t)1 << PAGE_SHIFT)
+#define CACHELINE  64
+
+#define SMALL_MAX        32768u   /* largest malloc size class */
+#define NR_CLASSES       41       /* 8, 16..128 step 16, then 4 per doubling */
+#define CLASS_NONE       NR_CLASSES  /* slab->cls of a user cache */
+#define SLAB_MIN_BYTES   ((size_t)16 << 10)
+#define SLAB_MAX_ORDER   8        /* 16 KiB << 8 = 4 MiB */
+#define SLAB_MAX_OBJECTS 2048     /* 16 KiB / 8 B */
+#define CACHE_OBJ_MAX    ((size_t)128 << 10) /* user cache objects (index math) */
+#define RECIP_SHIFT      40
+
+/* ------------------------------------------------------------------ locks */
+typedef pthread_mutex_t sheaf_lock_t;
+#define SHEAF_LOCK_INIT PTHREAD_MUTEX_INITIALIZER
+static inline void lock_acquire(sheaf_lock_t *l) { pthread_mutex_lock(l); }
+static inline void lock_release(sheaf_lock_t *l) { pthread_mutex_unlock(l); }
+static inline void lock_reinit(sheaf_lock_t *l) { pthread_mutex_init(l, NULL); }
+
+/* ---------------------------------------------------------------- options */
+/* type, name, default, help.  Parsed once from SHEAF_OPTIONS (options.c). */
+#define SHEAF_OPTIONS(X)                                                             \
+	X(bool, abort_on_error, 1, "abort() after diagnosing a bad free; 0 = report, leak the block, continue") \
+	X(bool, stats, 0, "print the statistics table on stderr at exit (alias: SHEAF_STATS=1)") \
+	X(size, large_cache, 8u << 20, "bytes of freed large mappings kept for reuse")    \
+	X(size, large_cache_max, 4u << 20, "largest single mapping kept in the large cache") \
+	X(uint, barn_full, 32, "full sheaves a barn keeps before sheaves flush to slabs") \
+	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
+	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
+	X(size, slab_retain, 4u << 20, "bytes of empty slabs kept resident beyond the reserves, all caches together") \
+	X(uint, sheaf_capacity, 0, "objects per sheaf; 0 = chosen by object size (4..128)")
+
+struct sheaf_opts {
+#define OPT_FIELD_bool bool
+#define OPT_FIELD_size size_t
+#define OPT_FIELD_uint unsigned int
+#define OPT_FIELD(type, name, def, help) OPT_FIELD_##type name;
+	SHEAF_OPTIONS(OPT_FIELD)
+#undef OPT_FIELD
+};
+extern struct sheaf_opts sheaf_opt;
+void options_init(void);
+/* Parses one SHEAF_OPTIONS string into `o`; returns the number of problems
+ * reported (unknown names, bad values).  Exposed for the unit tests. */
+int options_parse(struct sheaf_opts *o, const char *s, bool report);
+void options_defaults(struct sheaf_opts *o);
+void options_print_help(void);
+
+/* ------------------------------------------------------------------- diag */
+void diag_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int diag_snprintf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A bad pointer given to `func`: print one line and abort (or return when
+ * abort_on_error=0). */
+cold void diag_bad_pointer(const char *func, const void *ptr, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+cold __attribute__((noreturn)) void diag_fatal(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+cold __attribute__((noreturn)) void diag_assert_fail(const char *cond, const char *file, int line);
+
+/* ------------------------------------------------------------------- page */
+/* Runs of 16 KiB << order bytes for slabs, from large reserved regions. */
+void *page_alloc_run(unsigned int order);
+/* Gives a run back; its pages are returned to the OS (MADV_DONTNEED). */
+void page_free_run(void *run, unsigned int order);
+/* Whole mappings for large allocations. */
+void *page_map(size_t bytes, size_t align);
+void page_unmap(void *p, size_t bytes);
+/* mremap(MREMAP_MAYMOVE) with accounting; NULL + ENOMEM on failure. */
+void *page_remap(void *p, size_t old_bytes, size_t new_bytes);
+size_t page_mapped_bytes(void);
+size_t page_resident_run_bytes(void);
+void page_fork_prepare(void);
+void page_fork_parent(void);
+void page_fork_child(void);
+/* Test hook: make the next `n` mmap calls fail (fault injection). */
+void page_fail_next(unsigned int n);
+
+/* ---------------------------------------------------------------- pagemap */
+/*
+ * Two-level radix over the 48-bit user address space, one entry per 4 KiB
+ * page: 0 = not sheaf's, a struct slab pointer, or a struct large pointer
+ * with bit 0 set.  Level 1 is a 2 MiB array in .bss (zero pages cost no
+ * memory until touched); level 2 leaves (2 MiB each, one per GiB of address
+ * space) are mapped on first use and never freed, so a lookup can never
+ * race with a leaf going away.
+ */
+#define PM_L2_BITS 18
+#define PM_L1_BITS (48 - PAGE_SHIFT - PM_L2_BITS)
+#define PM_TAG_LARGE ((uintptr_t)1)
+extern uintptr_t *pagemap_l1[1u << PM_L1_BITS];
+
+static inline uintptr_t pagemap_lookup(uintptr_t addr)
+{
+	uintptr_t i1 = addr >> (PAGE_SHIFT + PM_L2_BITS);
+	if (unlikely(i1 >= (1u << PM_L1_BITS)))
+		return 0;
+	uintptr_t *leaf = __atomic_load_n(&pagemap_l1[i1], __ATOMIC_ACQUIRE);
+	if (unlikely(!leaf))
+		return 0;
+	return __atomic_load_n(&leaf[(addr >> PAGE_SHIFT) & ((1u << PM_L2_BITS) - 1)],
+			       __ATOMIC_RELAXED);
+}
+/* Sets `npages` entries from `addr` to `val`; false if a leaf could not be
+ * mapped (ENOMEM). */
+bool pagemap_set(uintptr_t addr, size_t npages, uintptr_t val);
+
+/* ------------------------------------------------------------------- meta */
+/* Zeroed, 16-byte aligned internal memory.  Never returned to the OS. */
+void *meta_alloc(size_t size);
+void meta_free(void *p, size_t size);
+size_t meta_mapped_bytes(void);
+void meta_fork_prepare(void);
+void meta_fork_parent(void);
+void meta_fork_child(void);
+
+/* ------------------------------------------------------------------- slab */
+enum slab_list { SLAB_ON_FULL, SLAB_ON_PARTIAL, SLAB_ON_EMPTY };
+
+struct slab {
+	/* Read by the free fast path: keep these first, in one line. */
+	uintptr_t base;            /* first object                        */
+	uint64_t recip;            /* ceil(2^40 / size): index w/o division */
+	uint32_t size;             /* object stride                       */
+	uint16_t cls;              /* size class, CLASS_NONE for user caches */
+	uint8_t order;             /* run is SLAB_MIN_BYTES << order      */
+	uint8_t list;              /* enum slab_list, under cache->lock   */
+	struct sheaf_cache *cache;
+	/* Under cache->lock. */
+	uint32_t objects;
+	uint32_t inuse;            /* objects not in the freemap          */
+	struct slab *next, *prev;
+	uint64_t freemap[];        /* bit set = object free in this slab  */
+};
+
+static inline uint32_t slab_index(const struct slab *s, uintptr_t addr)
+{
+	return (uint32_t)(((addr - s->base) * s->recip) >> RECIP_SHIFT);
+}
+static inline uint64_t slab_recip(uint32_t size)
+{
+	return (((uint64_t)1 << RECIP_SHIFT) + size - 1) / size;
+}
+struct slab *slab_create(struct sheaf_cache *c);
+void slab_destroy(struct slab *s);
+unsigned int slab_take(struct slab *s, void **out, unsigned int n);
+/* Returns false (and changes nothing) if the object is already free. */
+bool slab_put(struct slab *s, void *obj);
+bool slab_obj_is_free(const struct slab *s, uint32_t idx);
+
+/* ------------------------------------------------------------------ sheaf */
+struct sheaf {
+	uint32_t size;             /* objects[0..size) are free objects   */
+	uint32_t capacity;
+	struct sheaf *next;        /* barn list link                      */
+	void *objects[];
+};
+/* Capacity 0: the fast paths fall through to the slow path without a NULL
+ * test.  Never written. */
+extern struct sheaf sheaf_empty;
+
+/* Per-thread, per-cache sheaves (the kernel's slub_percpu_sheaves). */
+struct pcs {
+	struct sheaf *main;
+	struct sheaf *spare;       /* NULL or a sheaf                     */
+	uint64_t alloc_fast;       /* thread-local counters, summed on read */
+	uint64_t free_fast;
+	struct sheaf_cache *cache; /* for user caches (thread_cache->ext) */
+};
+
+/* ------------------------------------------------------------------- barn */
+struct barn {
+	sheaf_lock_t lock;
+	struct sheaf *full, *empty;
+	unsigned int nr_full, nr_empty;
+};
+void barn_init(struct barn *b);
+struct sheaf *barn_get_full(struct sheaf_cache *c);
+struct sheaf *barn_get_empty(struct sheaf_cache *c);
+bool barn_put_full(struct sheaf_cache *c, struct sheaf *s);
+/* Puts an empty sheaf back, or frees it when the barn has enough. */
+void barn_put_empty(struct sheaf_cache *c, struct sheaf *s);
+/* Exchanges an empty sheaf for a full one; NULL (and `empty` kept by the
+ * caller) if the barn has no full sheaf. */
+struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empty);
+/* Exchanges a full sheaf for an empty one (new if needed); NULL when the
+ * barn is at its bound of full sheaves (then the caller keeps `full`). */
+struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full);
+/* Takes every sheaf out of the barn: full ones are flushed to slabs. */
+void barn_drain(struct sheaf_cache *c);
+
+/* ------------------------------------------------------------------ cache */
+struct sheaf_cache {
+	/* Read-mostly. */
+	uint32_t size;             /* stride                              */
+	uint32_t object_size;      /* as created / usable size            */
+	uint32_t align;
+	uint32_t marker_off;       /* where the free marker lives         */
+	uint32_t sheaf_capacity;   /* 0: no sheaves                       */
+	uint32_t objects_per_slab;
+	uint16_t cls;              /* size class or CLASS_NONE            */
+	uint8_t slab_order;
+	uint8_t zombie;            /* destroyed; kept because objects live */
+	unsigned int id;           /* index into thread_cache->ext       */
+	unsigned int flags;
+	void (*ctor)(void *);
+	uint64_t recip;
+	char name[32];
+
+	struct barn barn __attribute__((aligned(CACHELINE)));
+
+	sheaf_lock_t lock __attribute__((aligned(CACHELINE)));
+	struct slab *partial, *empty, *full;
+	unsigned long nr_partial, nr_empty, nr_full;
+
+	uint64_t stat[SHEAF_NR_STATS] __attribute__((aligned(CACHELINE))); /* atomic adds */
+	struct sheaf_cache *next_cache;
+};
+
+extern uint64_t sheaf_free_key;   /* per-process secret for free markers */
+static inline uintptr_t free_marker(const void *p)
+{
+	return sheaf_free_key ^ (uintptr_t)p;
+}
+static inline void obj_mark_free(const struct sheaf_cache *c, void *p)
+{
+	*(uintptr_t *)((char *)p + c->marker_off) = free_marker(p);
+}
+static inline void obj_mark_alloc(const struct sheaf_cache *c, void *p)
+{
+	*(uintptr_t *)((char *)p + c->marker_off) = 0;
+}
+static inline bool obj_marked_free(const struct sheaf_cache *c, const void *p)
+{
+	return *(const uintptr_t *)((const char *)p + c->marker_off) == free_marker(p);
+}
+
+static inline void stat_add(struct sheaf_cache *c, enum sheaf_stat_item i, uint64_t n)
+{
+	__atomic_fetch_add(&c->stat[i], n, __ATOMIC_RELAXED);
+}
+#define stat(c, item) stat_add((c), SHEAF_STAT_##item, 1)
+
+int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t align,
+		unsigned int flags, void (*ctor)(void *), int cls);
+/* Bulk on slabs (cache->lock taken inside).  Returns objects obtained. */
+unsigned int cache_alloc_from_slabs(struct sheaf_cache *c, void **out, unsigned int n);
+/* Objects must already be validated as belonging to `c`.  Double frees
+ * found by the freemap are diagnosed and skipped. */
+void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n);
+/* Returns every empty slab beyond `keep` to the page source (malloc_trim). */
+bool cache_shrink(struct sheaf_cache *c, unsigned long keep);
+/* Bytes of empty slabs held by all caches. */
+size_t cache_retained_bytes(void);
+/* Every cache, kmalloc classes first. */
+void caches_foreach(void (*fn)(struct sheaf_cache *c, void *arg), void *arg);
+void caches_fork_prepare(void);
+void caches_fork_parent(void);
+void caches_fork_child(void);
+extern sheaf_lock_t caches_lock;
+
+/* Resolves `ptr` for a free by `func`: returns its slab, or NULL after a
+ * diagnostic (not ours, interior, double free). Large pointers are handled
+ * by the caller (entry tagged PM_TAG_LARGE). */
+struct slab *cache_check_free(const char *func, uintptr_t entry, void *ptr);
+
+/* -------------------------------------------------------------- sizeclass */
+extern struct sheaf_cache kmalloc_caches[NR_CLASSES];
+extern const uint32_t class_size[NR_CLASSES];
+extern const uint8_t class_small_index[(1024 >> 3) + 1];
+
+static inline unsigned int size_to_class(size_t size)
+{
+	if (size <= 1024)
+		return class_small_index[(size + 7) >> 3];
+	size_t s = size - 1;
+	unsigned int e = 63u - (unsigned int)__builtin_clzl(s);
+	return 9 + (e - 7) * 4 + (unsigned int)((s >> (e - 2)) & 3);
+}
+void sizeclass_init(void);
+
+/* ------------------------------------------------------------------ large */
+struct large {
+	uintptr_t base;            /* mapping                             */
+	size_t map_bytes;
+	uintptr_t user;            /* pointer handed out                  */
+	uint32_t state;            /* LARGE_LIVE or LARGE_CACHED          */
+	struct large *next, *prev; /* cache list (most recent first)      */
+};
+enum { LARGE_LIVE = 0x4c495645, LARGE_CACHED = 0x43414348 };
+static inline size_t large_usable(const struct large *l)
+{
+	return l->map_bytes - (l->user - l->base);
+}
+void *large_alloc(size_t size, size_t align, bool zero);
+void large_free(struct large *l);
+void *large_realloc(struct large *l, size_t size);
+bool large_trim(void);
+void large_stats(size_t *live, size_t *live_bytes, size_t *cached_bytes,
+		 uint64_t *allocs, uint64_t *frees);
+void large_fork_prepare(void);
+void large_fork_parent(void);
+void large_fork_child(void);
+
+/* ----------------------------------------------------------------- thread */
+struct thread_cache {
+	struct pcs pcs[NR_CLASSES];  /* malloc size classes               */
+	struct pcs *ext;             /* user caches, by cache->id         */
+	unsigned int nr_ext;
+	unsigned int dead;
+	struct thread_cache *next, *prev;
+};
+/* Initial-exec and one pointer: safe for a library loaded by LD_PRELOAD and
+ * for programs that dlopen() more TLS-using libraries later. */
+extern __thread struct thread_cache *sheaf_tc __attribute__((tls_model("initial-exec")));
+extern int sheaf_ready;
+void sheaf_init(void);
+/* The calling thread's state, created on first use; NULL while the thread
+ * is exiting (or during bootstrap): then callers go to the slabs directly. */
+struct thread_cache *thread_cache_get(void);
+/* The pcs of a user cache in `tc`, grown on demand; NULL on ENOMEM. */
+struct pcs *thread_ext_pcs(struct thread_cache *tc, struct sheaf_cache *c);
+/* Calls fn on every live thread cache under threads_lock. */
+void threads_foreach(void (*fn)(struct thread_cache *tc, void *arg), void *arg);
+unsigned long threads_count(void);
+unsigned int cache_id_alloc(void);
+void cache_id_free(unsigned int id);
+/* Flushes one pcs completely (thread exit, trim, destroy). */
+void pcs_drain(struct sheaf_cache *c, struct pcs *pcs);
+
+/* ------------------------------------------------------------------ sheaf */
+void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs);
+void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj);
+struct sheaf *sheaf_new(struct sheaf_cache *c);
+void sheaf_delete(struct sheaf *s);
+/* Refills `s` to capacity from slabs; returns objects added. */
+unsigned int sheaf_refill(struct sheaf_cache *c, struct sheaf *s);
+/* Flushes every object of `s` to the slabs; `s` is empty afterwards. */
+void sheaf_flush(struct sheaf_cache *c, struct sheaf *s);
+
+/* Allocation and free on a cache with everything but the inline fast path
+ * (the slow paths of both the malloc family and the cache API). */
+void *cache_alloc_any(struct sheaf_cache *c);
+void cache_free_any(struct sheaf_cache *c, void *obj);
+
+/* ------------------------------------------------------------------ stats */
+void stats_cache_snapshot(struct sheaf_cache *c, struct sheaf_cache_stats *st);
+void stats_at_exit(void);
+
+#endif /* SHEAF_INTERNAL_H */

@@ -1,0 +1,229 @@
+/*
+ * large.c - allocations above the largest size class (32 KiB).
+ *
+ * Each is a mapping of its own, page-aligned (or aligned as asked), with an
+ * out-of-line descriptor and every page entered in the page map, so that a
+ * free, an interior pointer or an rcu_free field address anywhere inside
+ * resolves to it in O(1).
+ *
+ * mmap/munmap per allocation would make a malloc/free loop of, say, 1 MiB
+ * two system calls and 256 page faults per iteration, so freed mappings up
+ * to large_cache_max bytes are kept, most recent first, up to large_cache
+ * bytes in all, and reused best-fit when the mapping is at most twice the
+ * request (the whole mapping is then usable, so a realloc that keeps
+ * growing stays in place).
+ * realloc grows and shrinks in place or moves with mremap: no copy.
+ *
+ * Page map entries are always cleared *before* a range is unmapped (or
+ * mremap'd away), so a range another mapping reuses is never seen as ours.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static sheaf_lock_t large_lock = SHEAF_LOCK_INIT;
+static struct large *lc_head, *lc_tail;   /* cache, most recent first */
+static size_t lc_bytes;
+static size_t live_count, live_bytes;     /* under large_lock, */
+static uint64_t nr_allocs, nr_frees;      /* which every path takes anyway */
+
+static bool large_register(struct large *l)
+{
+	return pagemap_set(l->base, l->map_bytes >> PAGE_SHIFT, (uintptr_t)l | PM_TAG_LARGE);
+}
+
+static void large_unregister(struct large *l)
+{
+	pagemap_set(l->base, l->map_bytes >> PAGE_SHIFT, 0);
+}
+
+static void lc_unlink(struct large *l)
+{
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		lc_head = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	else
+		lc_tail = l->prev;
+	l->next = l->prev = NULL;
+	lc_bytes -= l->map_bytes;
+}
+
+static void large_destroy(struct large *l)
+{
+	large_unregister(l);
+	page_unmap((void *)l->base, l->map_bytes);
+	meta_free(l, sizeof(*l));
+}
+
+static void live_add(struct large *l)
+{
+	nr_allocs++;
+	live_count++;
+	live_bytes += l->map_bytes;
+}
+
+void *large_alloc(size_t size, size_t align, bool zero)
+{
+	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (bytes < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (align <= PAGE_SIZE && __atomic_load_n(&lc_head, __ATOMIC_RELAXED)) {
+		struct large *best = NULL;
+		lock_acquire(&large_lock);
+		for (struct large *l = lc_head; l; l = l->next)
+			if (l->map_bytes >= bytes && l->map_bytes - bytes <= bytes &&
+			    (!best || l->map_bytes < best->map_bytes))
+				best = l;
+		if (best) {
+			lc_unlink(best);
+			best->state = LARGE_LIVE;
+			best->user = best->base;
+			live_add(best);
+		}
+		lock_release(&large_lock);
+		if (best) {
+			if (zero)
+				memset((void *)best->user, 0, size);
+			return (void *)best->user;
+		}
+	}
+
+	struct large *l = meta_alloc(sizeof(*l));
+	if (!l) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = page_map(bytes, align);
+	if (!p) {
+		meta_free(l, sizeof(*l));
+		return NULL;
+	}
+	l->base = l->user = (uintptr_t)p;
+	l->map_bytes = bytes;
+	l->state = LARGE_LIVE;
+	if (!large_register(l)) {
+		page_unmap(p, bytes);
+		meta_free(l, sizeof(*l));
+		errno = ENOMEM;
+		return NULL;
+	}
+	lock_acquire(&large_lock);
+	live_add(l);
+	lock_release(&large_lock);
+	return p;   /* fresh anonymous memory is zero */
+}
+
+void large_free(struct large *l)
+{
+	struct large *evict = NULL;
+	lock_acquire(&large_lock);
+	nr_frees++;
+	live_count--;
+	live_bytes -= l->map_bytes;
+	if (l->user == l->base && l->map_bytes <= sheaf_opt.large_cache_max &&
+	    l->map_bytes <= sheaf_opt.large_cache) {
+		l->state = LARGE_CACHED;
+		l->prev = NULL;
+		l->next = lc_head;
+		if (lc_head)
+			lc_head->prev = l;
+		else
+			lc_tail = l;
+		lc_head = l;
+		lc_bytes += l->map_bytes;
+		while (lc_bytes > sheaf_opt.large_cache) {
+			struct large *old = lc_tail;
+			lc_unlink(old);
+			old->next = evict;
+			evict = old;
+		}
+		l = NULL;
+	} else {
+		l->state = 0;
+	}
+	lock_release(&large_lock);
+	if (l)
+		large_destroy(l);
+	while (evict) {
+		struct large *next = evict->next;
+		large_destroy(evict);
+		evict = next;
+	}
+}
+
+void *large_realloc(struct large *l, size_t size)
+{
+	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (bytes < size || l->user != l->base)
+		return NULL;   /* aligned mappings move by copy (caller) */
+	if (bytes == l->map_bytes)
+		return (void *)l->user;
+	if (bytes < l->map_bytes) {
+		if (bytes > l->map_bytes / 2)
+			return (void *)l->user;   /* not worth a system call */
+		size_t cut = l->map_bytes - bytes;
+		pagemap_set(l->base + bytes, cut >> PAGE_SHIFT, 0);
+		page_unmap((void *)(l->base + bytes), cut);
+		lock_acquire(&large_lock);
+		live_bytes -= cut;
+		l->map_bytes = bytes;
+		lock_release(&large_lock);
+		return (void *)l->user;
+	}
+	size_t old_bytes = l->map_bytes;
+	large_unregister(l);
+	void *q = page_remap((void *)l->base, old_bytes, bytes);
+	if (!q) {
+		large_register(l);
+		return NULL;
+	}
+	l->base = l->user = (uintptr_t)q;
+	l->map_bytes = bytes;
+	if (!large_register(l)) {
+		/* Cannot happen once the leaf exists for the old range; if it
+		 * does, the block still works, only lookups fail. */
+		diag_printf("sheaf: realloc(): page map full; block %p untracked\n", q);
+	}
+	lock_acquire(&large_lock);
+	live_bytes += bytes - old_bytes;
+	lock_release(&large_lock);
+	return q;
+}
+
+bool large_trim(void)
+{
+	lock_acquire(&large_lock);
+	struct large *list = lc_head;
+	lc_head = lc_tail = NULL;
+	lc_bytes = 0;
+	lock_release(&large_lock);
+	bool any = list != NULL;
+	while (list) {
+		struct large *next = list->next;
+		large_destroy(list);
+		list = next;
+	}
+	return any;
+}
+
+void large_stats(size_t *live, size_t *lbytes, size_t *cached_bytes, uint64_t *allocs,
+		 uint64_t *frees)
+{
+	lock_acquire(&large_lock);
+	*live = live_count;
+	*lbytes = live_bytes;
+	*cached_bytes = lc_bytes;
+	*allocs = nr_allocs;
+	*frees = nr_frees;
+	lock_release(&large_lock);
+}
+
+void large_fork_prepare(void) { lock_acquire(&large_lock); }
+void large_fork_parent(void) { lock_release(&large_lock); }
+void large_fork_child(void) { lock_reinit(&large_lock); }

@@ -1,0 +1,353 @@
+/*
+ * malloc.c - the malloc family, under sheaf_* names.
+ *
+ * The do_* functions are the out-of-line implementations (hidden, so that
+ * preload.c calls them directly, without a PLT hop); the sheaf_* functions
+ * are the exported names for programs that link sheaf explicitly, or that
+ * run under a sanitizer which interposes malloc itself.
+ *
+ * Sizes above PTRDIFF_MAX fail with ENOMEM before any arithmetic, as in
+ * glibc: no object may be larger than the difference of two pointers.
+ */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define SIZE_IMPOSSIBLE(n) ((n) > (size_t)PTRDIFF_MAX)
+
+void *do_malloc_slow(size_t size)
+{
+	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
+		sheaf_init();
+	if (likely(size <= SMALL_MAX))
+		return cache_alloc_any(&kmalloc_caches[size_to_class(size)]);
+	if (SIZE_IMPOSSIBLE(size)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return large_alloc(size, PAGE_SIZE, false);
+}
+
+/* A large allocation handed to free/realloc: NULL after a diagnostic if the
+ * pointer is not the start of a live one. */
+static struct large *large_check(const char *func, uintptr_t e, void *ptr)
+{
+	struct large *l = (struct large *)(e & ~PM_TAG_LARGE);
+	if (unlikely(l->state != LARGE_LIVE)) {
+		diag_bad_pointer(func, ptr, "double free of %p (large allocation)", ptr);
+		return NULL;
+	}
+	if (unlikely((uintptr_t)ptr != l->user)) {
+		diag_bad_pointer(func, ptr, "interior pointer %p: large allocation %p + %lu", ptr,
+				 (void *)l->user, (unsigned long)((uintptr_t)ptr - l->user));
+		return NULL;
+	}
+	return l;
+}
+
+void do_free_slow(void *ptr, const char *func)
+{
+	if (!ptr)
+		return;
+	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
+	if (e & PM_TAG_LARGE) {
+		struct large *l = large_check(func, e, ptr);
+		if (l)
+			large_free(l);
+		return;
+	}
+	struct slab *s = cache_check_free(func, e, ptr);
+	if (s)
+		cache_free_any(s->cache, ptr);
+}
+
+/* Usable size of a valid block, or 0 (and no diagnostic) for anything else. */
+size_t do_usable_size(const void *ptr)
+{
+	if (!ptr)
+		return 0;
+	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
+	if (!e)
+		return 0;
+	if (e & PM_TAG_LARGE) {
+		struct large *l = (struct large *)(e & ~PM_TAG_LARGE);
+		return l->state == LARGE_LIVE && l->user == (uintptr_t)ptr ? large_usable(l) : 0;
+	}
+	struct slab *s = (struct slab *)e;
+	uint32_t idx = slab_index(s, (uintptr_t)ptr);
+	if (idx >= s->objects || s->base + (uintptr_t)idx * s->size != (uintptr_t)ptr)
+		return 0;
+	return s->cache->object_size;
+}
+
+void *do_calloc(size_t nmemb, size_t size)
+{
+	size_t total;
+	if (unlikely(__builtin_mul_overflow(nmemb, size, &total) || SIZE_IMPOSSIBLE(total))) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (total > SMALL_MAX) {
+		if (unlikely(!sheaf_ready))
+			sheaf_init();
+		return large_alloc(total, PAGE_SIZE, true);
+	}
+	void *p = malloc_fast(total);
+	if (p)
+		memset(p, 0, total);
+	return p;
+}
+
+void *do_realloc(void *ptr, size_t size, const char *func)
+{
+	if (!ptr)
+		return malloc_fast(size);
+	if (size == 0) {
+		/* glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES). */
+		free_fast(ptr, func);
+		return NULL;
+	}
+	if (SIZE_IMPOSSIBLE(size)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
+	size_t usable;
+	if (e & PM_TAG_LARGE) {
+		struct large *l = large_check(func, e, ptr);
+		if (!l) {
+			errno = EINVAL;
+			return NULL;
+		}
+		if (size > SMALL_MAX) {
+			void *q = large_realloc(l, size);
+			if (q)
+				return q;
+		}
+		usable = large_usable(l);
+	} else {
+		struct slab *s = cache_check_free(func, e, ptr);
+		if (!s) {
+			errno = EINVAL;
+			return NULL;
+		}
+		usable = s->cache->object_size;
+		/* Stay put while the block is at most half empty. */
+		if (size <= usable && size >= usable / 2)
+			return ptr;
+	}
+	void *q = malloc_fast(size);
+	if (!q)
+		return NULL;   /* the old block stays valid */
+	memcpy(q, ptr, size < usable ? size : usable);
+	free_fast(ptr, func);
+	return q;
+}
+
+void *do_reallocarray(void *ptr, size_t nmemb, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(nmemb, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return do_realloc(ptr, total, "reallocarray()");
+}
+
+/* `align` is a power of two. */
+void *do_memalign(size_t align, size_t size)
+{
+	if (align <= 16 && (align <= 8 || size > 8))
+		return malloc_fast(size);
+	if (SIZE_IMPOSSIBLE(size)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (unlikely(!sheaf_ready))
+		sheaf_init();
+	if (align <= PAGE_SIZE) {
+		size_t s = size < align ? align : size;
+		if (s <= SMALL_MAX) {
+			/* Slabs are page-aligned, so a class whose size is a
+			 * multiple of `align` gives aligned objects; the powers
+			 * of two are classes, so the search ends quickly. */
+			unsigned int cls = size_to_class(s);
+			while (class_size[cls] % align)
+				cls++;
+			return cache_alloc_any(&kmalloc_caches[cls]);
+		}
+	}
+	return large_alloc(size, align, false);
+}
+
+static bool power_of_two(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+int do_posix_memalign(void **memptr, size_t align, size_t size)
+{
+	if (!power_of_two(align) || align % sizeof(void *))
+		return EINVAL;
+	int saved = errno;
+	void *p = do_memalign(align, size);
+	if (!p) {
+		errno = saved;
+		return ENOMEM;
+	}
+	*memptr = p;
+	return 0;
+}
+
+void *do_aligned_alloc(size_t align, size_t size)
+{
+	if (!power_of_two(align)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return do_memalign(align, size);
+}
+
+/* glibc's memalign: a non-power-of-two alignment is rounded up. */
+void *do_memalign_glibc(size_t align, size_t size)
+{
+	if (align > SIZE_MAX / 2 + 1) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!power_of_two(align))
+		align = align ? (size_t)1 << (64 - __builtin_clzl(align)) : 1;
+	return do_memalign(align, size);
+}
+
+void *do_pvalloc(size_t size)
+{
+	size_t rounded = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	if (rounded < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return do_memalign(PAGE_SIZE, rounded ? rounded : PAGE_SIZE);
+}
+
+void do_free_sized(void *ptr, size_t size, const char *func)
+{
+	if (ptr && size > do_usable_size(ptr) && pagemap_lookup((uintptr_t)ptr)) {
+		diag_bad_pointer(func, ptr, "size %zu larger than the block %p (%zu bytes)", size, ptr,
+				 do_usable_size(ptr));
+		return;
+	}
+	free_fast(ptr, func);
+}
+
+static void trim_cache(struct sheaf_cache *c, void *arg)
+{
+	bool *released = arg;
+	barn_drain(c);
+	if (cache_shrink(c, 0))
+		*released = true;
+}
+
+static void trim_ext(struct thread_cache *tc, void *arg)
+{
+	struct thread_cache *self = arg;
+	if (tc != self)
+		return;
+	for (unsigned int i = 0; i < tc->nr_ext; i++)
+		if (tc->ext[i].main != &sheaf_empty || tc->ext[i].spare)
+			pcs_drain(tc->ext[i].cache, &tc->ext[i]);
+}
+
+int do_malloc_trim(size_t pad)
+{
+	(void)pad;
+	if (!sheaf_ready)
+		return 0;
+	struct thread_cache *tc = thread_cache_get();
+	if (tc) {
+		for (int i = 0; i < NR_CLASSES; i++)
+			pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
+		threads_foreach(trim_ext, tc);
+	}
+	bool released = false;
+	caches_foreach(trim_cache, &released);
+	if (large_trim())
+		released = true;
+	return released;
+}
+
+/* ------------------------------------------------------- exported names */
+void *sheaf_malloc(size_t size) { return malloc_fast(size); }
+void sheaf_free(void *ptr) { free_fast(ptr, "sheaf_free()"); }
+void *sheaf_calloc(size_t n, size_t size) { return do_calloc(n, size); }
+void *sheaf_realloc(void *ptr, size_t size) { return do_realloc(ptr, size, "sheaf_realloc()"); }
+void *sheaf_reallocarray(void *ptr, size_t n, size_t size) { return do_reallocarray(ptr, n, size); }
+void sheaf_free_sized(void *ptr, size_t size) { do_free_sized(ptr, size, "sheaf_free_sized()"); }
+void sheaf_free_aligned_sized(void *ptr, size_t align, size_t size)
+{
+	(void)align;
+	do_free_sized(ptr, size, "sheaf_free_aligned_sized()");
+}
+int sheaf_posix_memalign(void **memptr, size_t align, size_t size)
+{
+	return do_posix_memalign(memptr, align, size);
+}
+void *sheaf_aligned_alloc(size_t align, size_t size) { return do_aligned_alloc(align, size); }
+void *sheaf_memalign(size_t align, size_t size) { return do_memalign_glibc(align, size); }
+void *sheaf_valloc(size_t size) { return do_memalign(PAGE_SIZE, size); }
+void *sheaf_pvalloc(size_t size) { return do_pvalloc(size); }
+size_t sheaf_malloc_usable_size(void *ptr) { return do_usable_size(ptr); }
+int sheaf_malloc_trim(size_t pad) { return do_malloc_trim(pad); }
+
+/* ------------------------------------------------------------ cache API */
+void *sheaf_cache_alloc(struct sheaf_cache *c)
+{
+	return cache_alloc_any(c);
+}
+
+void sheaf_cache_free(struct sheaf_cache *c, void *obj)
+{
+	if (!obj)
+		return;
+	uintptr_t e = pagemap_lookup((uintptr_t)obj);
+	if (e & PM_TAG_LARGE) {
+		diag_bad_pointer("sheaf_cache_free()", obj,
+				 "pointer %p is a large malloc allocation, not an object of cache %s",
+				 obj, c->name);
+		return;
+	}
+	struct slab *s = cache_check_free("sheaf_cache_free()", e, obj);
+	if (!s)
+		return;
+	if (unlikely(s->cache != c)) {
+		stat(c, free_invalid);
+		diag_bad_pointer("sheaf_cache_free()", obj, "object %p belongs to cache %s, not %s", obj,
+				 s->cache->name, c->name);
+		return;
+	}
+	cache_free_any(c, obj);
+}
+
+size_t sheaf_cache_alloc_bulk(struct sheaf_cache *c, size_t n, void **out)
+{
+	size_t got = 0;
+	while (got < n) {
+		void *p = cache_alloc_any(c);
+		if (!p)
+			break;
+		out[got++] = p;
+	}
+	if (got < n) {
+		sheaf_cache_free_bulk(c, got, out);
+		errno = ENOMEM;
+		return 0;
+	}
+	return n;
+}
+
+void sheaf_cache_free_bulk(struct sheaf_cache *c, size_t n, void **objs)
+{
+	for (size_t i = 0; i < n; i++)
+		sheaf_cache_free(c, objs[i]);
+}

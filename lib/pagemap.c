@@ -1,0 +1,58 @@
+/*
+ * pagemap.c - address -> owner, for every page sheaf hands out.
+ *
+ * Like tcmalloc's pagemap and jemalloc's rtree, but with a fixed two-level
+ * shape (see internal.h).  Writers are the slow paths that create or destroy
+ * a slab or a large mapping; readers are every free.  A reader can only
+ * look up a page it got from sheaf (or a foreign one), so it never races
+ * with the writer of that page's entry; leaves are published with a CAS and
+ * never unmapped, so a lookup never touches freed memory.
+ */
+#include "internal.h"
+
+#include <sys/mman.h>
+
+uintptr_t *pagemap_l1[1u << PM_L1_BITS];
+
+static uintptr_t *pagemap_leaf(uintptr_t i1)
+{
+	uintptr_t *leaf = __atomic_load_n(&pagemap_l1[i1], __ATOMIC_ACQUIRE);
+	if (leaf)
+		return leaf;
+	size_t bytes = sizeof(uintptr_t) << PM_L2_BITS;
+	void *fresh = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (fresh == MAP_FAILED)
+		return NULL;
+	uintptr_t *expected = NULL;
+	if (!__atomic_compare_exchange_n(&pagemap_l1[i1], &expected, (uintptr_t *)fresh, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		munmap(fresh, bytes);   /* another thread won */
+		return expected;
+	}
+	return fresh;
+}
+
+bool pagemap_set(uintptr_t addr, size_t npages, uintptr_t val)
+{
+	while (npages) {
+		uintptr_t i1 = addr >> (PAGE_SHIFT + PM_L2_BITS);
+		if (i1 >= (1u << PM_L1_BITS))
+			return false;
+		uintptr_t *leaf = pagemap_leaf(i1);
+		if (!leaf)
+			return false;
+		size_t i2 = (addr >> PAGE_SHIFT) & ((1u << PM_L2_BITS) - 1);
+		size_t n = ((size_t)1 << PM_L2_BITS) - i2;
+		if (n > npages)
+			n = npages;
+		for (size_t k = 0; k < n; k++)
+			__atomic_store_n(&leaf[i2 + k], val, __ATOMIC_RELAXED);
+		npages -= n;
+		addr += n << PAGE_SHIFT;
+	}
+	/* Entries must be visible before the memory is handed out; the hand-out
+	 * to another thread is the program's synchronisation, this orders ours. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	return true;
+}

@@ -1,0 +1,228 @@
+/*
+ * sheaf.c - per-thread sheaves and the slow paths behind the fast paths.
+ *
+ * Each thread has, per cache, a main and a spare sheaf (struct pcs).  The
+ * fast paths (fastpath.h) pop from / push to main and nothing else.  When
+ * main is empty (alloc) or full (free), the slow path here tries, in order
+ * of cost, as the kernel's __pcs_replace_empty_main() and free_to_pcs()
+ * do:
+ *   1. the spare sheaf          (swap, thread-local)
+ *   2. the barn                 (exchange a whole sheaf, one short lock)
+ *   3. the slabs                (refill or flush in bulk, cache lock)
+ * so the slabs see one locked bulk operation per sheaf of objects.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+struct sheaf sheaf_empty;  /* size 0, capacity 0: see internal.h */
+
+static size_t sheaf_bytes(unsigned int capacity)
+{
+	return sizeof(struct sheaf) + (size_t)capacity * sizeof(void *);
+}
+
+struct sheaf *sheaf_new(struct sheaf_cache *c)
+{
+	struct sheaf *s = meta_alloc(sheaf_bytes(c->sheaf_capacity));
+	if (s) {
+		s->capacity = c->sheaf_capacity;
+		stat(c, sheaf_alloc);
+	}
+	return s;
+}
+
+void sheaf_delete(struct sheaf *s)
+{
+	meta_free(s, sheaf_bytes(s->capacity));
+}
+
+unsigned int sheaf_refill(struct sheaf_cache *c, struct sheaf *s)
+{
+	unsigned int n = cache_alloc_from_slabs(c, s->objects + s->size, s->capacity - s->size);
+	s->size += n;
+	stat(c, sheaf_refill);
+	return n;
+}
+
+void sheaf_flush(struct sheaf_cache *c, struct sheaf *s)
+{
+	if (!s->size)
+		return;
+	cache_free_to_slabs(c, s->objects, s->size);
+	s->size = 0;
+	stat(c, sheaf_flush);
+}
+
+static void *alloc_direct(struct sheaf_cache *c)
+{
+	void *p;
+	if (!cache_alloc_from_slabs(c, &p, 1)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	obj_mark_alloc(c, p);
+	stat(c, slab_direct);
+	return p;
+}
+
+void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
+{
+	struct sheaf *main = pcs->main;
+	stat(c, alloc_slow);
+
+	if (main == &sheaf_empty) {
+		/* First allocation from this cache by this thread. */
+		main = barn_get_full(c);
+		if (!main) {
+			main = sheaf_new(c);
+			if (!main)
+				return alloc_direct(c);
+		}
+		pcs->main = main;
+	} else if (pcs->spare && pcs->spare->size) {
+		pcs->main = pcs->spare;
+		pcs->spare = main;
+		main = pcs->main;
+		stat(c, sheaf_swap);
+	} else if (!pcs->spare) {
+		/* Keep the empty main as spare: the next burst of frees will
+		 * need room. */
+		struct sheaf *full = barn_get_full(c);
+		if (full) {
+			pcs->spare = main;
+			pcs->main = main = full;
+		}
+	} else {
+		struct sheaf *full = barn_replace_empty_sheaf(c, main);
+		if (full)
+			pcs->main = main = full;
+	}
+
+	if (!main->size && !sheaf_refill(c, main)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = main->objects[--main->size];
+	obj_mark_alloc(c, p);
+	return p;
+}
+
+void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
+{
+	struct sheaf *main = pcs->main;
+	obj_mark_free(c, obj);
+	stat(c, free_slow);
+
+	if (main == &sheaf_empty) {
+		main = barn_get_empty(c);
+		if (!main)
+			main = sheaf_new(c);
+		if (!main)
+			goto direct;
+		pcs->main = main;
+	} else if (main->size == main->capacity) {
+		struct sheaf *spare = pcs->spare, *empty;
+		if (spare && spare->size < spare->capacity) {
+			pcs->main = spare;
+			pcs->spare = main;
+			main = spare;
+			stat(c, sheaf_swap);
+		} else if (!spare) {
+			empty = barn_get_empty(c);
+			if (!empty)
+				empty = sheaf_new(c);
+			if (empty) {
+				pcs->spare = main;
+				pcs->main = main = empty;
+			} else {
+				sheaf_flush(c, main);
+			}
+		} else if ((empty = barn_replace_full_sheaf(c, main))) {
+			pcs->main = main = empty;
+		} else {
+			/* The barn holds enough full sheaves: objects go back
+			 * to their slabs, which may then return memory. */
+			sheaf_flush(c, main);
+		}
+	}
+	main->objects[main->size] = obj;
+	barrier();  /* a signal handler or fork child sees size only after the slot */
+	main->size++;
+	return;
+
+direct:
+	cache_free_to_slabs(c, &obj, 1);
+	stat(c, slab_direct);
+}
+
+static void pcs_give_back(struct sheaf_cache *c, struct sheaf *s)
+{
+	if (!s || s == &sheaf_empty)
+		return;
+	if (s->size == s->capacity && s->size && barn_put_full(c, s))
+		return;
+	sheaf_flush(c, s);
+	barn_put_empty(c, s);
+}
+
+void pcs_drain(struct sheaf_cache *c, struct pcs *pcs)
+{
+	struct sheaf *main = pcs->main, *spare = pcs->spare;
+	pcs->main = &sheaf_empty;
+	pcs->spare = NULL;
+	pcs_give_back(c, main);
+	pcs_give_back(c, spare);
+	stat_add(c, SHEAF_STAT_alloc_fast, pcs->alloc_fast);
+	stat_add(c, SHEAF_STAT_free_fast, pcs->free_fast);
+	pcs->alloc_fast = pcs->free_fast = 0;
+}
+
+static struct pcs *pcs_of(struct sheaf_cache *c)
+{
+	if (!c->sheaf_capacity)
+		return NULL;
+	struct thread_cache *tc = thread_cache_get();
+	if (!tc)
+		return NULL;
+	return c->cls < NR_CLASSES ? &tc->pcs[c->cls] : thread_ext_pcs(tc, c);
+}
+
+void *cache_alloc_any(struct sheaf_cache *c)
+{
+	struct pcs *pcs = pcs_of(c);
+	if (!pcs) {
+		stat(c, alloc_slow);
+		return alloc_direct(c);
+	}
+	struct sheaf *s = pcs->main;
+	if (s->size) {
+		void *p = s->objects[--s->size];
+		pcs->alloc_fast++;
+		obj_mark_alloc(c, p);
+		return p;
+	}
+	return sheaf_alloc_slow(c, pcs);
+}
+
+void cache_free_any(struct sheaf_cache *c, void *obj)
+{
+	struct pcs *pcs = pcs_of(c);
+	if (!pcs) {
+		obj_mark_free(c, obj);
+		stat(c, free_slow);
+		cache_free_to_slabs(c, &obj, 1);
+		stat(c, slab_direct);
+		return;
+	}
+	struct sheaf *s = pcs->main;
+	if (s->size < s->capacity) {
+		obj_mark_free(c, obj);
+		s->objects[s->size] = obj;
+		barrier();
+		s->size++;
+		pcs->free_fast++;
+		return;
+	}
+	sheaf_free_slow(c, pcs, obj);
+}

@@ -1,0 +1,99 @@
+/*
+ * slab.c - one slab: a run of pages carved into objects of one stride.
+ *
+ * The slab header lives out of line (meta.c), with a bitmap of free objects
+ * instead of SLUB's in-object freelist: objects never carry allocator
+ * pointers that an overflow could corrupt, and putting an object back
+ * detects a double free exactly (the bit is already set).  Slabs are only
+ * touched in bulk from the sheaf slow paths, so the bitmap scan is amortised
+ * over a whole sheaf.
+ *
+ * All functions here are called with slab->cache->lock held, except
+ * slab_create() (no other thread can see the slab yet) and slab_destroy()
+ * (the slab is already off every list).
+ */
+#include "internal.h"
+
+#include <string.h>
+
+static size_t slab_header_size(uint32_t objects)
+{
+	return sizeof(struct slab) + ((objects + 63) / 64) * sizeof(uint64_t);
+}
+
+struct slab *slab_create(struct sheaf_cache *c)
+{
+	uint32_t objects = c->objects_per_slab;
+	struct slab *s = meta_alloc(slab_header_size(objects));
+	if (!s)
+		return NULL;
+	void *run = page_alloc_run(c->slab_order);
+	if (!run) {
+		meta_free(s, slab_header_size(objects));
+		return NULL;
+	}
+	s->base = (uintptr_t)run;
+	s->recip = c->recip;
+	s->size = c->size;
+	s->cls = c->cls;
+	s->order = c->slab_order;
+	s->cache = c;
+	s->objects = objects;
+	s->inuse = 0;
+	for (uint32_t w = 0; w < objects / 64; w++)
+		s->freemap[w] = ~0ull;
+	if (objects % 64)
+		s->freemap[objects / 64] = (1ull << (objects % 64)) - 1;
+	if (c->ctor)
+		for (uint32_t i = 0; i < objects; i++)
+			c->ctor((void *)(s->base + (uintptr_t)i * c->size));
+	if (!pagemap_set(s->base, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, (uintptr_t)s)) {
+		page_free_run(run, s->order);
+		meta_free(s, slab_header_size(objects));
+		return NULL;
+	}
+	stat(c, slab_alloc);
+	return s;
+}
+
+void slab_destroy(struct slab *s)
+{
+	struct sheaf_cache *c = s->cache;
+	pagemap_set(s->base, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, 0);
+	page_free_run((void *)s->base, s->order);
+	meta_free(s, slab_header_size(s->objects));
+	stat(c, slab_free);
+}
+
+unsigned int slab_take(struct slab *s, void **out, unsigned int n)
+{
+	unsigned int got = 0;
+	uint32_t words = (s->objects + 63) / 64;
+	for (uint32_t w = 0; w < words && got < n; w++) {
+		uint64_t bits = s->freemap[w];
+		while (bits && got < n) {
+			unsigned int b = (unsigned int)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			out[got++] = (void *)(s->base + ((uintptr_t)w * 64 + b) * s->size);
+		}
+		s->freemap[w] = bits;
+	}
+	s->inuse += got;
+	return got;
+}
+
+bool slab_obj_is_free(const struct slab *s, uint32_t idx)
+{
+	return (s->freemap[idx / 64] >> (idx % 64)) & 1;
+}
+
+bool slab_put(struct slab *s, void *obj)
+{
+	uint32_t idx = slab_index(s, (uintptr_t)obj);
+	uint64_t bit = 1ull << (idx % 64);
+	if (s->freemap[idx / 64] & bit)
+		return false;
+	s->freemap[idx / 64] |= bit;
+	s->inuse--;
+	return true;
+}

@@ -1,0 +1,269 @@
+/*
+ * thread.c - per-thread state, initialisation, thread exit and fork.
+ *
+ * Initialisation must not recurse: it runs inside the first malloc of the
+ * process (possibly before our constructor, possibly from the dynamic
+ * loader), so it calls nothing that allocates: getenv, getauxval,
+ * pthread_key_create.  pthread_atfork() does allocate in glibc; it runs
+ * last, after sheaf_ready is set, so its malloc is served normally.
+ *
+ * A thread's state is created on its first slow-path call.  The TLS
+ * variable is one initial-exec pointer (see internal.h).  At thread exit a
+ * pthread key destructor hands every sheaf back (barn or slabs) and points
+ * the thread at tc_dead, whose empty pcs send any later malloc/free of that
+ * thread (other key destructors, libc's own teardown) straight to the
+ * slabs: nothing is cached on behalf of a thread that is going away.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+__thread struct thread_cache *sheaf_tc __attribute__((tls_model("initial-exec")));
+static __thread int tc_creating __attribute__((tls_model("initial-exec")));
+
+int sheaf_ready;
+uint64_t sheaf_free_key;
+static int init_state;  /* 0 none, 1 running, 2 done */
+static pthread_key_t tc_key;
+
+static sheaf_lock_t threads_lock = SHEAF_LOCK_INIT;
+static struct thread_cache *threads_head;
+static unsigned long nr_threads;
+
+static struct thread_cache tc_dead = {
+	.pcs = { [0 ... NR_CLASSES - 1] = { .main = &sheaf_empty } },
+	.dead = 1,
+};
+
+static void thread_cache_exit(void *arg);
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+static uint64_t make_key(void)
+{
+	uint64_t k = 0;
+	const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+	if (r)
+		memcpy(&k, r + 8, sizeof(k));   /* glibc uses bytes 0..7 for the stack guard */
+	if (getrandom(&k, sizeof(k), GRND_NONBLOCK) != (ssize_t)sizeof(k) && !r)
+		k = (uint64_t)(uintptr_t)&k * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+	return k | 1;   /* never 0: a zeroed word must not look free */
+}
+
+void sheaf_init(void)
+{
+	int expected = 0;
+	if (__atomic_compare_exchange_n(&init_state, &expected, 1, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE)) {
+		options_init();
+		sheaf_free_key = make_key();
+		sizeclass_init();
+		if (pthread_key_create(&tc_key, thread_cache_exit) != 0)
+			diag_fatal("sheaf: pthread_key_create failed\n");
+		__atomic_store_n(&sheaf_ready, 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+		return;
+	}
+	/* Another thread is initialising: it allocates nothing, so this wait
+	 * is short and cannot be on ourselves. */
+	while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2)
+		sched_yield();
+}
+
+__attribute__((constructor)) static void sheaf_constructor(void)
+{
+	if (!sheaf_ready)
+		sheaf_init();
+}
+
+struct thread_cache *thread_cache_get(void)
+{
+	struct thread_cache *tc = sheaf_tc;
+	if (likely(tc))
+		return tc->dead ? NULL : tc;
+	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
+		sheaf_init();
+	if (tc_creating)
+		return NULL;   /* pthread_setspecific() below may call calloc */
+	tc_creating = 1;
+	tc = meta_alloc(sizeof(*tc));
+	if (!tc) {
+		tc_creating = 0;
+		return NULL;
+	}
+	for (int i = 0; i < NR_CLASSES; i++)
+		tc->pcs[i].main = &sheaf_empty;
+	if (pthread_setspecific(tc_key, tc) != 0) {
+		meta_free(tc, sizeof(*tc));
+		tc_creating = 0;
+		return NULL;
+	}
+	lock_acquire(&threads_lock);
+	tc->next = threads_head;
+	if (threads_head)
+		threads_head->prev = tc;
+	threads_head = tc;
+	nr_threads++;
+	lock_release(&threads_lock);
+	sheaf_tc = tc;
+	tc_creating = 0;
+	return tc;
+}
+
+/* ----------------------------------------------------------- cache ids */
+#define MAX_CACHE_IDS 65536
+
+struct pcs *thread_ext_pcs(struct thread_cache *tc, struct sheaf_cache *c)
+{
+	if (likely(c->id < tc->nr_ext)) {
+		struct pcs *pcs = &tc->ext[c->id];
+		pcs->cache = c;   /* ids are reused after destroy */
+		return pcs;
+	}
+	if (c->id >= MAX_CACHE_IDS)
+		return NULL;
+	unsigned int n = tc->nr_ext ? tc->nr_ext : 8;
+	while (n <= c->id)
+		n *= 2;
+	struct pcs *ext = meta_alloc(n * sizeof(*ext));
+	if (!ext)
+		return NULL;
+	for (unsigned int i = 0; i < n; i++)
+		ext[i].main = &sheaf_empty;
+	lock_acquire(&threads_lock);   /* sheaf_cache_destroy() walks ext */
+	struct pcs *old = tc->ext;
+	unsigned int old_n = tc->nr_ext;
+	if (old_n)
+		memcpy(ext, old, old_n * sizeof(*ext));
+	tc->ext = ext;
+	tc->nr_ext = n;
+	lock_release(&threads_lock);
+	meta_free(old, old_n * sizeof(*old));
+	tc->ext[c->id].cache = c;
+	return &tc->ext[c->id];
+}
+
+static uint64_t id_map[MAX_CACHE_IDS / 64];
+
+unsigned int cache_id_alloc(void)
+{
+	unsigned int id = MAX_CACHE_IDS;   /* out of ids: such a cache runs without sheaves */
+	lock_acquire(&caches_lock);
+	for (unsigned int w = 0; w < MAX_CACHE_IDS / 64; w++) {
+		if (~id_map[w]) {
+			unsigned int b = (unsigned int)__builtin_ctzll(~id_map[w]);
+			id_map[w] |= 1ull << b;
+			id = w * 64 + b;
+			break;
+		}
+	}
+	lock_release(&caches_lock);
+	return id;
+}
+
+void cache_id_free(unsigned int id)
+{
+	if (id >= MAX_CACHE_IDS)
+		return;
+	lock_acquire(&caches_lock);
+	id_map[id / 64] &= ~(1ull << (id % 64));
+	lock_release(&caches_lock);
+}
+
+/* --------------------------------------------------------- thread list */
+void threads_foreach(void (*fn)(struct thread_cache *tc, void *arg), void *arg)
+{
+	lock_acquire(&threads_lock);
+	for (struct thread_cache *tc = threads_head; tc; tc = tc->next)
+		fn(tc, arg);
+	lock_release(&threads_lock);
+}
+
+unsigned long threads_count(void)
+{
+	return __atomic_load_n(&nr_threads, __ATOMIC_RELAXED);
+}
+
+/* Hands everything `tc` holds back and frees it; threads_lock held. */
+static void __thread_cache_release(struct thread_cache *tc)
+{
+	for (int i = 0; i < NR_CLASSES; i++)
+		pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
+	/* An entry whose cache was destroyed was drained by the destroy
+	 * (under threads_lock, like this), so `cache` is only followed while
+	 * the entry still holds something. */
+	for (unsigned int i = 0; i < tc->nr_ext; i++) {
+		struct pcs *pcs = &tc->ext[i];
+		if (pcs->main != &sheaf_empty || pcs->spare || pcs->alloc_fast || pcs->free_fast)
+			pcs_drain(pcs->cache, pcs);
+	}
+	if (tc->prev)
+		tc->prev->next = tc->next;
+	else
+		threads_head = tc->next;
+	if (tc->next)
+		tc->next->prev = tc->prev;
+	nr_threads--;
+	meta_free(tc->ext, tc->nr_ext * sizeof(*tc->ext));
+	meta_free(tc, sizeof(*tc));
+}
+
+static void thread_cache_exit(void *arg)
+{
+	struct thread_cache *tc = arg;
+	sheaf_tc = &tc_dead;
+	lock_acquire(&threads_lock);
+	__thread_cache_release(tc);
+	lock_release(&threads_lock);
+}
+
+/* ---------------------------------------------------------------- fork */
+static void fork_prepare(void)
+{
+	lock_acquire(&caches_lock);
+	lock_acquire(&threads_lock);
+	caches_fork_prepare();
+	large_fork_prepare();
+	page_fork_prepare();
+	meta_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+	meta_fork_parent();
+	page_fork_parent();
+	large_fork_parent();
+	caches_fork_parent();
+	lock_release(&threads_lock);
+	lock_release(&caches_lock);
+}
+
+static void fork_child(void)
+{
+	meta_fork_child();
+	page_fork_child();
+	large_fork_child();
+	caches_fork_child();
+	lock_reinit(&threads_lock);
+	lock_reinit(&caches_lock);
+	/* The other threads do not exist in the child: take back what their
+	 * sheaves hold.  Their fast paths publish a pushed slot before the
+	 * size (barrier() in the push), so a sheaf copied mid-push loses at
+	 * most that one object, never hands out a stale one. */
+	struct thread_cache *self = sheaf_tc;
+	lock_acquire(&threads_lock);
+	struct thread_cache *tc = threads_head;
+	while (tc) {
+		struct thread_cache *next = tc->next;
+		if (tc != self)
+			__thread_cache_release(tc);
+		tc = next;
+	}
+	lock_release(&threads_lock);
+}

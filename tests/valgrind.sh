@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# valgrind.sh - memcheck over the unit tests, and over integration tests
+# with sheaf as the program's malloc.
+#
+# The unit tests link the core without interposing malloc, so memcheck sees
+# sheaf's own code and data structures run.  For the integration tests sheaf
+# *is* malloc: without --soname-synonyms=somalloc=nouserintercepts memcheck
+# would silently replace sheaf's malloc with its own and test nothing of
+# sheaf.  Any memcheck error fails the test (--error-exitcode).
+set -u
+B=${SHEAF_BUILDDIR:?}
+command -v valgrind >/dev/null || { echo "SKIP: valgrind not installed"; exit 77; }
+VG="valgrind -q --error-exitcode=99 --leak-check=no"
+fail=0
+run() {
+	local name=$1; shift
+	local log
+	log=$(mktemp)
+	if "$@" >"$log" 2>&1; then
+		echo "ok   - $name"
+	else
+		echo "FAIL - $name (exit $?)"
+		tail -30 "$log"
+		fail=1
+	fi
+	rm -f "$log"
+}
+for t in "$B"/tests/unit/test_*; do
+	case $t in *.c|*.o|*.log|*.trs) continue ;; esac
+	[ -x "$t" ] || continue
+	run "memcheck $(basename "$t")" env SHEAF_VALGRIND_QUICK=1 $VG "$t"
+done
+for t in test_api test_cache_api test_random_mt; do
+	[ -x "$B/tests/integration/$t" ] || continue
+	run "memcheck (sheaf is malloc) $t" env SHEAF_VALGRIND_QUICK=1 \
+		"$B/libtool" --mode=execute $VG --soname-synonyms=somalloc=nouserintercepts \
+		"$B/tests/integration/$t"
+done
+exit $fail
