@@ -64,7 +64,7 @@ bool barn_put_full(struct sheaf_cache *c, struct sheaf *s)
 	sheaf_assert(s->size == s->capacity);
 	bool ok = false;
 	lock_acquire(&b->lock);
-	if (b->nr_full < sheaf_opt.barn_full) {
+	if (b->nr_full < c->barn_max_full) {
 		push(&b->full, &b->nr_full, s);
 		ok = true;
 	}
@@ -94,10 +94,16 @@ struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empt
 	struct barn *b = &c->barn;
 	lock_acquire(&b->lock);
 	struct sheaf *full = pop(&b->full, &b->nr_full);
-	if (full)
-		push(&b->empty, &b->nr_empty, empty);  /* bounded: one in, one out */
+	if (full && b->nr_empty < sheaf_opt.barn_empty) {
+		push(&b->empty, &b->nr_empty, empty);
+		empty = NULL;
+	}
 	lock_release(&b->lock);
 	stat_add(c, full ? SHEAF_STAT_barn_get : SHEAF_STAT_barn_get_fail, 1);
+	if (full && empty) {
+		sheaf_delete(empty);
+		stat(c, sheaf_free);
+	}
 	return full;
 }
 
@@ -106,7 +112,7 @@ struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
 	struct barn *b = &c->barn;
 	struct sheaf *empty;
 	lock_acquire(&b->lock);
-	if (b->nr_full >= sheaf_opt.barn_full)
+	if (b->nr_full >= c->barn_max_full)
 		goto at_bound;
 	empty = pop(&b->empty, &b->nr_empty);
 	if (empty) {
@@ -123,7 +129,7 @@ struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
 	if (!empty)
 		return NULL;
 	lock_acquire(&b->lock);
-	if (b->nr_full >= sheaf_opt.barn_full) {
+	if (b->nr_full >= c->barn_max_full) {
 		lock_release(&b->lock);
 		barn_put_empty(c, empty);
 		stat(c, barn_put_fail);

@@ -138,6 +138,16 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 		if (cap > 1024)
 			cap = 1024;
 		c->sheaf_capacity = cap;
+		unsigned int full = sheaf_opt.barn_full;
+		if (!full) {
+			/* Bound by bytes, so that a batch of small objects
+			 * travels between threads as sheaves without
+			 * touching slabs, while a barn of large objects
+			 * cannot hoard more than about a MiB. */
+			full = (unsigned int)((1u << 20) / ((size_t)cap * stride));
+			full = full < 8 ? 8 : full > 256 ? 256 : full;
+		}
+		c->barn_max_full = full;
 	}
 	size_t n = strlen(name);
 	if (n >= sizeof(c->name))
@@ -232,11 +242,20 @@ unsigned int cache_alloc_from_slabs(struct sheaf_cache *c, void **out, unsigned 
 
 void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
 {
+	struct slab *s = NULL;
+	uintptr_t lo = 0, hi = 0;
 	lock_acquire(&c->lock);
 	for (unsigned int i = 0; i < n; i++) {
-		uintptr_t e = pagemap_lookup((uintptr_t)objs[i]);
-		struct slab *s = (struct slab *)e;
-		sheaf_assert(e && !(e & PM_TAG_LARGE) && s->cache == c);
+		/* Objects of one sheaf often share slabs: skip the page
+		 * map while they stay in the last one's run. */
+		uintptr_t a = (uintptr_t)objs[i];
+		if (a - lo >= hi - lo) {
+			uintptr_t e = pagemap_lookup(a);
+			s = (struct slab *)e;
+			sheaf_assert(e && !(e & PM_TAG_LARGE) && s->cache == c);
+			lo = s->base;
+			hi = lo + (SLAB_MIN_BYTES << s->order);
+		}
 		if (unlikely(!slab_put(s, objs[i]))) {
 			stat(c, free_invalid);
 			diag_bad_pointer("free()", objs[i],

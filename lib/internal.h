@@ -86,11 +86,41 @@ static const bool config_debug = false;
 #define RECIP_SHIFT      40
 
 /* ------------------------------------------------------------------ locks */
-typedef pthread_mutex_t sheaf_lock_t;
-#define SHEAF_LOCK_INIT PTHREAD_MUTEX_INITIALIZER
-static inline void lock_acquire(sheaf_lock_t *l) { pthread_mutex_lock(l); }
-static inline void lock_release(sheaf_lock_t *l) { pthread_mutex_unlock(l); }
-static inline void lock_reinit(sheaf_lock_t *l) { pthread_mutex_init(l, NULL); }
+/*
+ * A futex mutex (Drepper's "mutex 2"): 0 free, 1 held, 2 held with waiters.
+ * Uncontended it is one compare-and-swap to take and one exchange to give,
+ * a third of pthread_mutex_t's instructions, which matters on the large
+ * allocation path and on every sheaf exchange.  A plain int is also what
+ * fork() needs: the child re-initialises it with a store.  (lock.c)
+ */
+typedef struct {
+	int v;
+} sheaf_lock_t;
+#define SHEAF_LOCK_INIT { 0 }
+void lock_acquire_slow(sheaf_lock_t *l);
+void lock_wake(sheaf_lock_t *l);
+static inline void lock_acquire(sheaf_lock_t *l)
+{
+	int c = 0;
+	if (likely(__atomic_compare_exchange_n(&l->v, &c, 1, false, __ATOMIC_ACQUIRE,
+					       __ATOMIC_RELAXED)))
+		return;
+	lock_acquire_slow(l);
+}
+static inline bool lock_try(sheaf_lock_t *l)
+{
+	int c = 0;
+	return __atomic_compare_exchange_n(&l->v, &c, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+static inline void lock_release(sheaf_lock_t *l)
+{
+	if (unlikely(__atomic_exchange_n(&l->v, 0, __ATOMIC_RELEASE) == 2))
+		lock_wake(l);
+}
+static inline void lock_reinit(sheaf_lock_t *l)
+{
+	__atomic_store_n(&l->v, 0, __ATOMIC_RELAXED);
+}
 
 /* ---------------------------------------------------------------- options */
 /* type, name, default, help.  Parsed once from SHEAF_OPTIONS (options.c). */
@@ -99,7 +129,7 @@ static inline void lock_reinit(sheaf_lock_t *l) { pthread_mutex_init(l, NULL); }
 	X(bool, stats, 0, "print the statistics table on stderr at exit (alias: SHEAF_STATS=1)") \
 	X(size, large_cache, 8u << 20, "bytes of freed large mappings kept for reuse")    \
 	X(size, large_cache_max, 4u << 20, "largest single mapping kept in the large cache") \
-	X(uint, barn_full, 32, "full sheaves a barn keeps before sheaves flush to slabs") \
+	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
 	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
 	X(size, slab_retain, 4u << 20, "bytes of empty slabs kept resident beyond the reserves, all caches together") \
@@ -272,6 +302,7 @@ struct sheaf_cache {
 	uint32_t marker_off;       /* where the free marker lives         */
 	uint32_t sheaf_capacity;   /* 0: no sheaves                       */
 	uint32_t objects_per_slab;
+	uint32_t barn_max_full;    /* bound of barn.full                  */
 	uint16_t cls;              /* size class or CLASS_NONE            */
 	uint8_t slab_order;
 	uint8_t zombie;            /* destroyed; kept because objects live */

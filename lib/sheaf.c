@@ -62,6 +62,7 @@ static void *alloc_direct(struct sheaf_cache *c)
 		return NULL;
 	}
 	obj_mark_alloc(c, p);
+	stat(c, alloc_slow);
 	stat(c, slab_direct);
 	return p;
 }
@@ -69,7 +70,6 @@ static void *alloc_direct(struct sheaf_cache *c)
 void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 {
 	struct sheaf *main = pcs->main;
-	stat(c, alloc_slow);
 
 	if (main == &sheaf_empty) {
 		/* First allocation from this cache by this thread. */
@@ -105,6 +105,7 @@ void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 	}
 	void *p = main->objects[--main->size];
 	obj_mark_alloc(c, p);
+	stat(c, alloc_slow);   /* counted only when it succeeds: stats derive live objects */
 	return p;
 }
 
@@ -191,10 +192,8 @@ static struct pcs *pcs_of(struct sheaf_cache *c)
 void *cache_alloc_any(struct sheaf_cache *c)
 {
 	struct pcs *pcs = pcs_of(c);
-	if (!pcs) {
-		stat(c, alloc_slow);
+	if (!pcs)
 		return alloc_direct(c);
-	}
 	struct sheaf *s = pcs->main;
 	if (s->size) {
 		void *p = s->objects[--s->size];

@@ -1,0 +1,391 @@
+/*
+ * test_large.c - allocations above the largest size class.
+ *
+ * What it proves:
+ *   - large_alloc() from 32 KiB + 1 to 64 MiB returns page-aligned,
+ *     writable, zeroed memory of at least the size asked for (whole pages),
+ *     with every page of the mapping entered in the page map as the
+ *     allocation's descriptor tagged PM_TAG_LARGE (and the pages around it
+ *     not); do_usable_size() agrees; large_stats() counts it exactly;
+ *   - alignments from 8 KiB to 2 MiB are honoured, with the same page map
+ *     guarantees;
+ *   - a freed mapping within large_cache_max is kept and comes back, at the
+ *     same address, for the next allocation of the same size (zeroed when
+ *     asked), even while mmap fails; one above large_cache_max is unmapped
+ *     and its page map entries cleared at once;
+ *   - the cache never holds more than large_cache bytes: the oldest entries
+ *     are unmapped (and leave the page map) first;
+ *   - large_realloc() grows with content preserved and the page map moved
+ *     along (the old range no longer maps to the block when it moved),
+ *     shrinks in place keeping content with the page map following the
+ *     mapping, and keeps the size when nothing changes;
+ *   - large_trim() empties the cache, clearing its page map entries, and
+ *     says whether there was anything;
+ *   - page_fail_next(1) makes the next large_alloc() fail with NULL /
+ *     ENOMEM and nothing accounted, and the one after succeed; impossible
+ *     sizes fail with ENOMEM;
+ *   - a double free and an interior pointer of a large block given to the
+ *     free path are diagnosed (abort_on_error off) and change nothing.
+ */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "../check.h"
+
+#define KIB ((size_t)1 << 10)
+#define MIB ((size_t)1 << 20)
+
+static size_t round_page(size_t n)
+{
+	return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+}
+
+static struct large *large_of(const void *p)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)p);
+	return (e & PM_TAG_LARGE) ? (struct large *)(e & ~PM_TAG_LARGE) : NULL;
+}
+
+/* Every page of [p, p + bytes) maps to `l`, tagged. */
+static bool range_maps_to(const void *p, size_t bytes, const struct large *l)
+{
+	uintptr_t want = (uintptr_t)l | PM_TAG_LARGE;
+	for (size_t off = 0; off < bytes; off += PAGE_SIZE)
+		if (pagemap_lookup((uintptr_t)p + off) != want)
+			return false;
+	return pagemap_lookup((uintptr_t)p + bytes - 1) == want;
+}
+
+/* No page of [p, p + bytes) maps to `l`. */
+static bool range_free_of(const void *p, size_t bytes, const struct large *l)
+{
+	uintptr_t bad = (uintptr_t)l | PM_TAG_LARGE;
+	for (size_t off = 0; off < bytes; off += PAGE_SIZE)
+		if (pagemap_lookup((uintptr_t)p + off) == bad)
+			return false;
+	return true;
+}
+
+static bool range_zero(const void *p, size_t bytes)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < bytes; i += 509)
+		if (b[i])
+			return false;
+	return b[bytes - 1] == 0;
+}
+
+struct lstats {
+	size_t live, live_bytes, cached;
+	uint64_t allocs, frees;
+};
+
+static struct lstats lstats(void)
+{
+	struct lstats s;
+	large_stats(&s.live, &s.live_bytes, &s.cached, &s.allocs, &s.frees);
+	return s;
+}
+
+/* A live block `p` of at least `size` bytes, checked in full. */
+static bool check_block(void *p, size_t size, size_t align, const char *what)
+{
+	struct large *l = large_of(p);
+	bool ok = true;
+	CHECKF(p != NULL && (uintptr_t)p % align == 0, "%s: %p not aligned to %zu", what, p, align);
+	CHECKF(l != NULL, "%s: %p not in the page map as large", what, p);
+	if (!p || !l)
+		return false;
+	ok &= l->state == LARGE_LIVE && l->user == (uintptr_t)p;
+	ok &= large_usable(l) >= size && l->map_bytes % PAGE_SIZE == 0;
+	ok &= do_usable_size(p) == large_usable(l);
+	CHECKF(ok, "%s: descriptor of %p: state %#x user %#lx usable %zu", what, p, l->state,
+	       (unsigned long)l->user, large_usable(l));
+	bool mapped = range_maps_to((void *)l->base, l->map_bytes, l);
+	CHECKF(mapped, "%s: a page of %p is missing from the page map", what, p);
+	CHECKF(pagemap_lookup(l->base - 1) != ((uintptr_t)l | PM_TAG_LARGE) &&
+	       pagemap_lookup(l->base + l->map_bytes) != ((uintptr_t)l | PM_TAG_LARGE),
+	       "%s: a page next to %p maps to it", what, p);
+	return ok && mapped;
+}
+
+static void test_sizes(void)
+{
+	static const size_t sizes[] = {
+		SMALL_MAX + 1, 40000, 64 * KIB, 100000, MIB + 1, 4 * MIB, 5 * MIB + 17, 16 * MIB,
+		64 * MIB,
+	};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	void *p[N];
+	struct lstats s0 = lstats();
+	size_t bytes = 0;
+	for (int i = 0; i < N; i++) {
+		char what[64];
+		snprintf(what, sizeof(what), "large_alloc(%zu)", sizes[i]);
+		p[i] = large_alloc(sizes[i], PAGE_SIZE, false);
+		REQUIRE(p[i] != NULL);
+		check_block(p[i], sizes[i], PAGE_SIZE, what);
+		CHECKF(large_of(p[i])->map_bytes == round_page(sizes[i]), "%s: %zu bytes mapped", what,
+		       large_of(p[i])->map_bytes);
+		CHECKF(range_zero(p[i], sizes[i]), "%s: not zeroed", what);
+		((char *)p[i])[0] = 1;
+		((char *)p[i])[sizes[i] - 1] = 2;
+		bytes += large_of(p[i])->map_bytes;
+	}
+	struct lstats s1 = lstats();
+	CHECK(s1.live - s0.live == N && s1.live_bytes - s0.live_bytes == bytes);
+	CHECK(s1.allocs - s0.allocs == N);
+	for (int i = 0; i < N; i++) {
+		struct large *l = large_of(p[i]);
+		size_t mb = l->map_bytes;
+		bool cached = mb <= sheaf_opt.large_cache_max && mb <= sheaf_opt.large_cache;
+		large_free(l);
+		if (!cached)
+			CHECKF(range_free_of(p[i], mb, l), "size %zu: page map kept after unmapping",
+			       sizes[i]);
+	}
+	struct lstats s2 = lstats();
+	CHECK(s2.live == s0.live && s2.live_bytes == s0.live_bytes && s2.frees - s1.frees == N);
+	CHECK(s2.cached <= sheaf_opt.large_cache);
+	CHECK(large_trim() == (s2.cached > 0));
+}
+
+static void test_alignment(void)
+{
+	for (size_t align = 8 * KIB; align <= 2 * MIB; align *= 2) {
+		static const size_t sizes[] = { 40000, MIB, 3 * MIB + 5 };
+		for (size_t k = 0; k < 3; k++) {
+			char what[64];
+			snprintf(what, sizeof(what), "large_alloc(%zu, align %zu)", sizes[k], align);
+			void *p = large_alloc(sizes[k], align, false);
+			REQUIRE(p != NULL);
+			check_block(p, sizes[k], align, what);
+			memset(p, 0x33, 64);
+			((char *)p)[sizes[k] - 1] = 3;
+			large_free(large_of(p));
+		}
+	}
+	large_trim();
+}
+
+static void test_cache_reuse(void)
+{
+	large_trim();
+	CHECK(lstats().cached == 0);
+	size_t max = sheaf_opt.large_cache_max;
+	REQUIRE(max >= MIB && sheaf_opt.large_cache >= max);
+
+	/* Same size, same address; the contents zeroed when asked. */
+	void *p = large_alloc(MIB, PAGE_SIZE, false);
+	REQUIRE(p != NULL);
+	memset(p, 0xab, MIB);
+	struct large *l = large_of(p);
+	large_free(l);
+	struct lstats s = lstats();
+	CHECKF(s.cached == MIB, "cached %zu after freeing 1 MiB", s.cached);
+	CHECK(l->state == LARGE_CACHED);
+	CHECK(range_maps_to(p, MIB, l));   /* still ours: a second free is caught */
+	void *q = large_alloc(MIB, PAGE_SIZE, true);
+	CHECKF(q == p, "1 MiB again: %p, freed %p", q, p);
+	CHECK(check_block(q, MIB, PAGE_SIZE, "reused"));
+	CHECKF(range_zero(q, MIB), "reused block with zero=true holds old data");
+	CHECK(lstats().cached == 0);
+
+	/* Served from the cache while mmap fails. */
+	large_free(large_of(q));
+	page_fail_next(1);
+	void *r = large_alloc(MIB, PAGE_SIZE, false);
+	CHECKF(r == p, "cached block not reused while mmap fails: %p", r);
+	page_fail_next(0);
+	if (r)
+		large_free(large_of(r));
+
+	/* Above large_cache_max: unmapped at once. */
+	void *big = large_alloc(max + PAGE_SIZE, PAGE_SIZE, false);
+	REQUIRE(big != NULL);
+	struct large *bl = large_of(big);
+	size_t before = lstats().cached;
+	large_free(bl);
+	CHECK(lstats().cached == before);
+	CHECK(range_free_of(big, max + PAGE_SIZE, bl));
+
+	/* The bound: with room for 4 blocks, freeing 7 keeps the last 4. */
+	large_trim();
+	size_t saved = sheaf_opt.large_cache;
+	size_t blk = max < 2 * MIB ? max : 2 * MIB;
+	sheaf_opt.large_cache = 4 * blk;
+	enum { M = 7 };
+	void *b[M];
+	struct large *bd[M];
+	for (int i = 0; i < M; i++) {
+		b[i] = large_alloc(blk, PAGE_SIZE, false);
+		REQUIRE(b[i] != NULL);
+		bd[i] = large_of(b[i]);
+	}
+	for (int i = 0; i < M; i++) {
+		large_free(bd[i]);
+		struct lstats st = lstats();
+		CHECKF(st.cached <= sheaf_opt.large_cache, "cached %zu > large_cache %zu", st.cached,
+		       sheaf_opt.large_cache);
+	}
+	CHECK(lstats().cached == 4 * blk);
+	for (int i = 0; i < M - 4; i++)
+		CHECKF(range_free_of(b[i], blk, bd[i]), "evicted block %d still in the page map", i);
+	for (int i = M - 4; i < M; i++)
+		CHECKF(range_maps_to(b[i], blk, bd[i]) && bd[i]->state == LARGE_CACHED,
+		       "cached block %d left the page map", i);
+
+	/* large_trim() empties it. */
+	CHECK(large_trim());
+	CHECK(lstats().cached == 0);
+	for (int i = M - 4; i < M; i++)
+		CHECK(range_free_of(b[i], blk, bd[i]));
+	CHECK(!large_trim());
+	sheaf_opt.large_cache = saved;
+}
+
+static void fill(unsigned char *p, size_t n, unsigned int seed)
+{
+	for (size_t i = 0; i < n; i += 8)
+		*(uint64_t *)(p + i) = (uint64_t)i * 0x9e3779b97f4a7c15ull + seed;
+}
+
+static bool holds(const unsigned char *p, size_t n, unsigned int seed)
+{
+	for (size_t i = 0; i < n; i += 8)
+		if (*(const uint64_t *)(p + i) != (uint64_t)i * 0x9e3779b97f4a7c15ull + seed)
+			return false;
+	return true;
+}
+
+static void test_realloc(void)
+{
+	large_trim();
+	void *p = large_alloc(MIB, PAGE_SIZE, false);
+	REQUIRE(p != NULL);
+	struct large *l = large_of(p);
+	fill(p, MIB, 7);
+	/* Occupy the page after the block so that growing must move it. */
+	void *guard = mmap((char *)p + MIB, PAGE_SIZE, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	bool guarded = guard == (char *)p + MIB;
+	struct lstats s0 = lstats();
+
+	CHECK(large_realloc(l, MIB) == p);   /* same size */
+	CHECK(large_realloc(l, MIB - 100) == p && l->map_bytes == MIB);
+
+	void *q = large_realloc(l, 3 * MIB);
+	REQUIRE(q != NULL);
+	CHECK(large_of(q) == l && l->user == (uintptr_t)q && l->map_bytes == 3 * MIB);
+	CHECK(check_block(q, 3 * MIB, PAGE_SIZE, "grown"));
+	CHECKF(holds(q, MIB, 7), "content lost growing 1 MiB -> 3 MiB");
+	if (guarded)
+		CHECKF(q != p, "grew into a mapping that is not ours");
+	if (q != p)
+		CHECKF(range_free_of(p, MIB, l), "old range still maps to the moved block");
+	CHECK(lstats().live_bytes - s0.live_bytes == 2 * MIB);
+	if (guard != MAP_FAILED)
+		munmap(guard, PAGE_SIZE);
+	fill(q, 3 * MIB, 9);
+
+	/* Grow again (in place or not), then shrink by more than half. */
+	void *g = large_realloc(l, 8 * MIB + 1);
+	REQUIRE(g != NULL);
+	CHECK(check_block(g, 8 * MIB + 1, PAGE_SIZE, "grown twice"));
+	CHECK(holds(g, 3 * MIB, 9));
+	if (g != q)
+		CHECK(range_free_of(q, 3 * MIB, l));
+	size_t old = l->map_bytes;
+	void *h = large_realloc(l, MIB + 1);
+	CHECKF(h == g, "shrinking moved the block");
+	CHECK(check_block(h, MIB + 1, PAGE_SIZE, "shrunk"));
+	CHECK(holds(h, MIB, 9));
+	CHECKF(l->map_bytes < old, "shrinking 8 MiB -> 1 MiB kept %zu bytes", l->map_bytes);
+	CHECK(range_free_of((char *)h + l->map_bytes, old - l->map_bytes, l));
+	CHECK(lstats().live_bytes - s0.live_bytes == l->map_bytes - MIB);
+	/* A small shrink: same block, content kept. */
+	void *k = large_realloc(l, MIB - 5000);
+	CHECK(k == h && check_block(k, MIB - 5000, PAGE_SIZE, "shrunk a little"));
+	CHECK(holds(k, MIB - 5000 - 8, 9));
+	struct lstats s1 = lstats();
+	large_free(l);
+	CHECK(lstats().live == s1.live - 1);
+	large_trim();
+}
+
+static void test_failures(void)
+{
+	large_trim();
+	struct lstats s0 = lstats();
+	page_fail_next(1);
+	errno = 0;
+	void *p = large_alloc(100000, PAGE_SIZE, false);
+	CHECKF(p == NULL && errno == ENOMEM, "with mmap failing: %p, errno %d", p, errno);
+	struct lstats s1 = lstats();
+	CHECK(s1.live == s0.live && s1.live_bytes == s0.live_bytes && s1.allocs == s0.allocs);
+	p = large_alloc(100000, PAGE_SIZE, false);
+	CHECKF(p != NULL, "the allocation after the injected failure failed");
+	if (p)
+		large_free(large_of(p));
+
+	page_fail_next(1);
+	errno = 0;
+	p = large_alloc(100000, 64 * KIB, false);
+	CHECKF(p == NULL && errno == ENOMEM, "aligned, with mmap failing: %p, errno %d", p, errno);
+	p = large_alloc(100000, 64 * KIB, false);
+	CHECK(p != NULL && (uintptr_t)p % (64 * KIB) == 0);
+	if (p)
+		large_free(large_of(p));
+
+	errno = 0;
+	CHECK(large_alloc(SIZE_MAX - 100, PAGE_SIZE, false) == NULL && errno == ENOMEM);
+	errno = 0;
+	CHECK(large_alloc(SIZE_MAX - 100, 2 * MIB, false) == NULL && errno == ENOMEM);
+	large_trim();
+	struct lstats s2 = lstats();
+	CHECK(s2.live == s0.live && s2.live_bytes == s0.live_bytes);
+}
+
+static void test_bad_frees(void)
+{
+	large_trim();
+	sheaf_opt.abort_on_error = false;
+	void *p = large_alloc(200000, PAGE_SIZE, false);
+	REQUIRE(p != NULL);
+	struct lstats s0 = lstats();
+	fprintf(stderr, "test_large: expect an interior pointer and a double free diagnostic:\n");
+	do_free_slow((char *)p + PAGE_SIZE, "test");
+	struct lstats s1 = lstats();
+	CHECK(s1.live == s0.live && s1.frees == s0.frees);
+	CHECK(check_block(p, 200000, PAGE_SIZE, "after an interior free"));
+	do_free_slow(p, "test");
+	struct lstats s2 = lstats();
+	CHECK(s2.live == s0.live - 1 && s2.frees == s0.frees + 1);
+	do_free_slow(p, "test");   /* cached or unmapped: either way refused */
+	struct lstats s3 = lstats();
+	CHECK(s3.live == s2.live && s3.frees == s2.frees && s3.cached == s2.cached);
+	sheaf_opt.abort_on_error = true;
+	large_trim();
+}
+
+int main(void)
+{
+	sheaf_init();
+	/* The documented meaning of the options, whatever their defaults. */
+	sheaf_opt.large_cache_max = 4 * MIB;
+	sheaf_opt.large_cache = 16 * MIB;
+	test_sizes();
+	test_alignment();
+	test_cache_reuse();
+	test_realloc();
+	test_failures();
+	test_bad_frees();
+	struct lstats s = lstats();
+	CHECKF(s.live == 0 && s.live_bytes == 0 && s.cached == 0 && s.allocs == s.frees,
+	       "at the end: %zu live (%zu B), %zu cached, %llu allocs, %llu frees", s.live,
+	       s.live_bytes, s.cached, (unsigned long long)s.allocs, (unsigned long long)s.frees);
+	return check_done("test_large");
+}

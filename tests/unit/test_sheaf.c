@@ -1,0 +1,511 @@
+/*
+ * test_sheaf.c - per-thread sheaves, the barn, the malloc fast paths.
+ *
+ * What it proves:
+ *   - one thread allocating and freeing far more objects than a sheaf holds
+ *     goes to the slow path once per sheaf of objects, and each slow path
+ *     takes the cheapest source in the documented order (sheaf.c header):
+ *     spare sheaf, then the barn, then the slabs.  The counters of
+ *     sheaf_cache_stats_get() move exactly as that order implies
+ *     (alloc_fast/alloc_slow, free_fast/free_slow, sheaf_refill,
+ *     sheaf_flush, sheaf_swap, barn_get/barn_put and their _fail,
+ *     sheaf_alloc), and objects_active returns to 0;
+ *   - the barn never holds more full sheaves than the barn_full option, nor
+ *     more empty ones than barn_empty; with barn_full=0 it holds about a
+ *     MiB of objects (8..256 sheaves);
+ *   - a producer thread allocating and a consumer thread freeing the same
+ *     objects pass whole sheaves through the barn (barn_put and barn_get
+ *     both happen), every object arrives intact and is handed out once at a
+ *     time, and the final accounting is exact (allocs == frees == M,
+ *     objects_active 0, the cache can be destroyed);
+ *   - a thread that exits with objects cached in its sheaves hands them
+ *     back: after pthread_join objects_active is 0, every free object of
+ *     the cache is in the barn or in the slabs' bitmaps, and allocating as
+ *     many objects again in another thread creates no slab;
+ *   - an allocation that fails for lack of memory (page_fail_next) returns
+ *     NULL / ENOMEM and is not counted as an allocation;
+ *   - malloc_fast()/free_fast() (fastpath.h) for every size 0..32768 give a
+ *     block of the size class (do_usable_size() >= the request), aligned to
+ *     16 from 16 bytes up (8 below), from a slab of the right kmalloc cache;
+ *     free_fast() leaves the free marker set, malloc_fast() handing the
+ *     block out again clears it, and a second free_fast() of a block is
+ *     diagnosed (abort_on_error off) and does not put it in a sheaf twice.
+ */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check.h"
+
+static struct sheaf_cache_stats snap(struct sheaf_cache *c)
+{
+	struct sheaf_cache_stats st;
+	sheaf_cache_stats_get(c, &st);
+	return st;
+}
+
+#define EV(st, item) ((st).events[SHEAF_STAT_##item])
+#define DELTA(a, b, item) (EV(b, item) - EV(a, item))
+
+/* ---------------------------------------------------- one thread, counts */
+
+/*
+ * With a barn bound of B full sheaves, capacity `cap` and N = K * cap
+ * objects (K > B + 2), starting from nothing:
+ *   allocating N: one slow path per sheaf (K), each finding no spare and
+ *     no full sheaf in the barn (barn_get_fail), so refilling from slabs;
+ *     one sheaf is allocated;
+ *   freeing N: the first sheaf fills main, the next slow free makes main
+ *     the spare and takes a new sheaf; the next B slow frees give a full
+ *     sheaf to the barn for a new empty one; the rest find the barn at its
+ *     bound (barn_put_fail) and flush to slabs.  K - 1 slow frees.
+ *     Left: main and spare full, B full sheaves in the barn;
+ *   allocating N again: main serves the first sheaf without a slow path,
+ *     then the spare is swapped in, then B exchanges with the barn
+ *     (barn_get), then refills from slabs (barn_get_fail).  K - 1 slow.
+ */
+static void test_counts(void)
+{
+	const unsigned int B = 4, K = 24;
+	unsigned int saved_full = sheaf_opt.barn_full, saved_empty = sheaf_opt.barn_empty;
+	sheaf_opt.barn_full = B;
+	sheaf_opt.barn_empty = B / 2;   /* fewer than the exchanges below park */
+	struct sheaf_cache *c = sheaf_cache_create("test-counts", 64, 0, 0, NULL);
+	REQUIRE(c != NULL);
+	const unsigned int cap = c->sheaf_capacity;
+	if (!cap) {
+		CHECK(config_tiny);
+		sheaf_cache_destroy(c);
+		return;
+	}
+	const unsigned int N = K * cap;
+	void **objs = calloc(N, sizeof(void *));
+	REQUIRE(objs != NULL);
+
+	struct sheaf_cache_stats s0 = snap(c);
+	for (unsigned int i = 0; i < N; i++) {
+		objs[i] = sheaf_cache_alloc(c);
+		REQUIRE(objs[i] != NULL);
+		*(unsigned int *)objs[i] = i;
+	}
+	struct sheaf_cache_stats s1 = snap(c);
+	CHECKF(DELTA(s0, s1, alloc_slow) == K, "alloc_slow %llu, want %u",
+	       (unsigned long long)DELTA(s0, s1, alloc_slow), K);
+	CHECK(DELTA(s0, s1, alloc_fast) == N - K);
+	CHECK(DELTA(s0, s1, sheaf_refill) == K);
+	CHECK(DELTA(s0, s1, barn_get_fail) == K);
+	CHECK(DELTA(s0, s1, barn_get) == 0);
+	CHECK(DELTA(s0, s1, sheaf_alloc) == 1);
+	CHECK(DELTA(s0, s1, slab_direct) == 0);
+	CHECK(DELTA(s0, s1, slab_alloc) == (N + c->objects_per_slab - 1) / c->objects_per_slab);
+	CHECKF(s1.objects_active == N, "objects_active %zu, want %u", s1.objects_active, N);
+
+	size_t max_full = 0;
+	for (unsigned int i = 0; i < N; i++) {
+		CHECK(*(unsigned int *)objs[i] == i);
+		sheaf_cache_free(c, objs[i]);
+		if (i % cap == 1) {
+			struct sheaf_cache_stats st = snap(c);
+			max_full = st.barn_full > max_full ? st.barn_full : max_full;
+		}
+	}
+	CHECKF(max_full <= B, "barn held %zu full sheaves, barn_full=%u", max_full, B);
+	struct sheaf_cache_stats s2 = snap(c);
+	CHECKF(DELTA(s1, s2, free_slow) == K - 1, "free_slow %llu, want %u",
+	       (unsigned long long)DELTA(s1, s2, free_slow), K - 1);
+	CHECK(DELTA(s1, s2, free_fast) == N - (K - 1));
+	CHECK(DELTA(s1, s2, sheaf_alloc) == 1 + B);
+	CHECKF(DELTA(s1, s2, barn_put) == B, "barn_put %llu, want %u",
+	       (unsigned long long)DELTA(s1, s2, barn_put), B);
+	CHECK(DELTA(s1, s2, barn_put_fail) == K - 2 - B);
+	CHECK(DELTA(s1, s2, sheaf_flush) == K - 2 - B);
+	CHECK(DELTA(s1, s2, sheaf_swap) == 0);
+	CHECKF(s2.barn_full == B && s2.barn_empty == 0, "barn: %zu full, %zu empty", s2.barn_full,
+	       s2.barn_empty);
+	CHECKF(s2.objects_active == 0, "objects_active %zu after freeing all", s2.objects_active);
+
+	for (unsigned int i = 0; i < N; i++) {
+		objs[i] = sheaf_cache_alloc(c);
+		REQUIRE(objs[i] != NULL);
+	}
+	struct sheaf_cache_stats s3 = snap(c);
+	CHECK(DELTA(s2, s3, alloc_slow) == K - 1);
+	CHECK(DELTA(s2, s3, alloc_fast) == N - (K - 1));
+	CHECK(DELTA(s2, s3, sheaf_swap) == 1);
+	CHECKF(DELTA(s2, s3, barn_get) == B, "barn_get %llu, want %u",
+	       (unsigned long long)DELTA(s2, s3, barn_get), B);
+	CHECK(DELTA(s2, s3, barn_get_fail) == K - 2 - B);
+	CHECK(DELTA(s2, s3, sheaf_refill) == K - 2 - B);
+	CHECK(s3.barn_full == 0);
+	/* Each exchange parks an empty sheaf, but no more than barn_empty. */
+	CHECKF(s3.barn_empty <= sheaf_opt.barn_empty, "barn holds %zu empty sheaves, barn_empty=%u",
+	       s3.barn_empty, sheaf_opt.barn_empty);
+	CHECK(s3.objects_active == N);
+
+	for (unsigned int i = 0; i < N; i++)
+		sheaf_cache_free(c, objs[i]);
+	struct sheaf_cache_stats s4 = snap(c);
+	CHECK(s4.objects_active == 0);
+	CHECK(s4.barn_full <= B);
+	CHECK(EV(s4, alloc_fast) + EV(s4, alloc_slow) == 2ull * N);
+	CHECK(EV(s4, free_fast) + EV(s4, free_slow) == 2ull * N);
+	CHECK(EV(s4, free_invalid) == 0);
+	CHECK(sheaf_cache_destroy(c) == 0);
+	free(objs);
+	sheaf_opt.barn_full = saved_full;
+	sheaf_opt.barn_empty = saved_empty;
+}
+
+/* With barn_full=0 the bound is about 1 MiB of objects, 8..256 sheaves. */
+static void test_default_barn_bound(void)
+{
+	unsigned int saved = sheaf_opt.barn_full;
+	sheaf_opt.barn_full = 0;
+	static const size_t sizes[] = { 32, 512, 8192 };
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		struct sheaf_cache *c = sheaf_cache_create("test-barn", sizes[k], 0, 0, NULL);
+		REQUIRE(c != NULL);
+		size_t cap = c->sheaf_capacity;
+		if (!cap) {
+			sheaf_cache_destroy(c);
+			continue;
+		}
+		size_t sheaf_bytes = cap * c->size;
+		size_t bound = (1u << 20) / sheaf_bytes;
+		bound = bound < 8 ? 8 : bound > 256 ? 256 : bound;
+		/* Enough objects to fill the barn and two sheaves more. */
+		size_t n = (bound + 4) * cap;
+		void **objs = malloc(n * sizeof(void *));
+		REQUIRE(objs != NULL);
+		for (size_t i = 0; i < n; i++) {
+			objs[i] = sheaf_cache_alloc(c);
+			REQUIRE(objs[i] != NULL);
+		}
+		for (size_t i = 0; i < n; i++)
+			sheaf_cache_free(c, objs[i]);
+		struct sheaf_cache_stats st = snap(c);
+		CHECKF(st.barn_full == bound && EV(st, barn_put_fail) > 0,
+		       "size %zu (sheaf of %zu B): barn holds %zu full sheaves, want %zu, %llu put_fail",
+		       sizes[k], sheaf_bytes, st.barn_full, bound,
+		       (unsigned long long)EV(st, barn_put_fail));
+		CHECK(st.objects_active == 0);
+		CHECK(sheaf_cache_destroy(c) == 0);
+		free(objs);
+	}
+	sheaf_opt.barn_full = saved;
+}
+
+/* ---------------------------------------------------- producer/consumer */
+
+enum { RING = 256 };
+
+struct ring {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	void *slot[RING];
+	unsigned int head, tail;   /* head - tail = queued */
+	bool bad;                  /* written by the consumer only */
+	struct sheaf_cache *c;
+	unsigned int total;
+};
+
+struct obj {
+	unsigned int seq;
+	unsigned int check;
+	char pad[40];
+};
+
+static void *producer(void *arg)
+{
+	struct ring *r = arg;
+	for (unsigned int i = 0; i < r->total; i++) {
+		struct obj *o = sheaf_cache_alloc(r->c);
+		REQUIRE(o != NULL);   /* exits: the consumer would wait forever */
+		o->seq = i;
+		o->check = ~i;
+		memset(o->pad, (int)(i & 0xff), sizeof(o->pad));
+		pthread_mutex_lock(&r->lock);
+		while (r->head - r->tail == RING)
+			pthread_cond_wait(&r->cond, &r->lock);
+		r->slot[r->head++ % RING] = o;
+		pthread_cond_broadcast(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+	}
+	return NULL;
+}
+
+static void *consumer(void *arg)
+{
+	struct ring *r = arg;
+	for (unsigned int i = 0; i < r->total; i++) {
+		pthread_mutex_lock(&r->lock);
+		while (r->head == r->tail)
+			pthread_cond_wait(&r->cond, &r->lock);
+		struct obj *o = r->slot[r->tail++ % RING];
+		pthread_cond_broadcast(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+		if (o->seq != i || o->check != ~i || o->pad[0] != (char)(i & 0xff) ||
+		    o->pad[sizeof(o->pad) - 1] != (char)(i & 0xff))
+			r->bad = true;
+		sheaf_cache_free(r->c, o);
+	}
+	return NULL;
+}
+
+static void test_producer_consumer(void)
+{
+	static struct ring r;
+	pthread_mutex_init(&r.lock, NULL);
+	pthread_cond_init(&r.cond, NULL);
+	r.c = sheaf_cache_create("test-pc", sizeof(struct obj), 0, 0, NULL);
+	REQUIRE(r.c != NULL);
+	r.total = 12000;
+	unsigned long threads0 = threads_count();
+	pthread_t p, q;
+	REQUIRE(pthread_create(&q, NULL, consumer, &r) == 0);
+	REQUIRE(pthread_create(&p, NULL, producer, &r) == 0);
+	pthread_join(p, NULL);
+	pthread_join(q, NULL);
+	CHECK(!r.bad);
+	CHECK(threads_count() == threads0);
+	struct sheaf_cache_stats st = snap(r.c);
+	CHECKF(EV(st, alloc_fast) + EV(st, alloc_slow) == r.total, "allocs %llu, want %u",
+	       (unsigned long long)(EV(st, alloc_fast) + EV(st, alloc_slow)), r.total);
+	CHECKF(EV(st, free_fast) + EV(st, free_slow) == r.total, "frees %llu, want %u",
+	       (unsigned long long)(EV(st, free_fast) + EV(st, free_slow)), r.total);
+	CHECK(st.objects_active == 0);
+	CHECK(EV(st, free_invalid) == 0);
+	if (st.sheaf_capacity) {
+		/* Sheaves travelled from the consumer to the producer. */
+		CHECKF(EV(st, barn_put) > 0 && EV(st, barn_get) > 0, "barn_put %llu barn_get %llu",
+		       (unsigned long long)EV(st, barn_put), (unsigned long long)EV(st, barn_get));
+		CHECK(st.barn_full <= r.c->barn_max_full);
+		CHECKF(EV(st, alloc_slow) * st.sheaf_capacity >= r.total &&
+		       EV(st, alloc_slow) <= r.total / st.sheaf_capacity * 2 + 4,
+		       "alloc_slow %llu for %u objects, sheaves of %zu",
+		       (unsigned long long)EV(st, alloc_slow), r.total, st.sheaf_capacity);
+	}
+	CHECK(sheaf_cache_destroy(r.c) == 0);
+	pthread_cond_destroy(&r.cond);
+	pthread_mutex_destroy(&r.lock);
+}
+
+/* ------------------------------------------------------------ thread exit */
+
+struct exit_arg {
+	struct sheaf_cache *c;
+	unsigned int n;
+	bool ok;
+};
+
+static void *alloc_free_exit(void *arg)
+{
+	struct exit_arg *a = arg;
+	void **objs = malloc(a->n * sizeof(void *));
+	a->ok = objs != NULL;
+	for (unsigned int i = 0; a->ok && i < a->n; i++)
+		a->ok = (objs[i] = sheaf_cache_alloc(a->c)) != NULL;
+	for (unsigned int i = 0; a->ok && i < a->n; i++)
+		sheaf_cache_free(a->c, objs[i]);
+	/* Some malloc classes too: their sheaves go back as well. */
+	for (unsigned int i = 0; a->ok && i < a->n; i++)
+		objs[i] = malloc_fast(24);
+	for (unsigned int i = 0; a->ok && i < a->n; i++)
+		free_fast(objs[i], "test");
+	free(objs);
+	return NULL;   /* everything cached in this thread's sheaves */
+}
+
+/* Free objects the slabs of `c` hold in their bitmaps. */
+static size_t slab_free_objects(struct sheaf_cache *c)
+{
+	size_t n = 0;
+	lock_acquire(&c->lock);
+	for (struct slab *s = c->partial; s; s = s->next)
+		n += s->objects - s->inuse;
+	for (struct slab *s = c->empty; s; s = s->next)
+		n += s->objects - s->inuse;
+	lock_release(&c->lock);
+	return n;
+}
+
+static void test_thread_exit(void)
+{
+	struct sheaf_cache *c = sheaf_cache_create("test-exit", 64, 0, 0, NULL);
+	REQUIRE(c != NULL);
+	struct exit_arg a = { c, c->sheaf_capacity ? 3 * c->sheaf_capacity + 5 : 100, false };
+	struct sheaf_cache *k24 = &kmalloc_caches[size_to_class(24)];
+	struct sheaf_cache_stats k0 = snap(k24);
+	unsigned long threads0 = threads_count();
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, alloc_free_exit, &a) == 0);
+	pthread_join(t, NULL);
+	CHECK(a.ok);
+	CHECK(threads_count() == threads0);
+
+	struct sheaf_cache_stats st = snap(c);
+	CHECKF(st.objects_active == 0, "objects_active %zu after the thread exited",
+	       st.objects_active);
+	CHECK(EV(st, alloc_fast) + EV(st, alloc_slow) == a.n);
+	CHECK(EV(st, free_fast) + EV(st, free_slow) == a.n);
+	/* Nothing is stranded: every object of the slabs is free either in
+	 * the barn's full sheaves or in the bitmaps. */
+	size_t in_barn = st.barn_full * st.sheaf_capacity;
+	size_t in_slabs = slab_free_objects(c);
+	CHECKF(in_barn + in_slabs == st.objects_total,
+	       "%zu objects in barn + %zu in slabs, %zu in the cache's slabs", in_barn, in_slabs,
+	       st.objects_total);
+	CHECK(in_barn + in_slabs >= a.n);
+	struct sheaf_cache_stats k1 = snap(k24);
+	CHECKF(k1.objects_active == k0.objects_active, "kmalloc-%u: objects_active %zu -> %zu",
+	       class_size[size_to_class(24)], k0.objects_active, k1.objects_active);
+
+	/* Allocating as many again here needs no new slab. */
+	uint64_t slabs0 = EV(st, slab_alloc);
+	void **objs = malloc(a.n * sizeof(void *));
+	REQUIRE(objs != NULL);
+	for (unsigned int i = 0; i < a.n; i++) {
+		objs[i] = sheaf_cache_alloc(c);
+		REQUIRE(objs[i] != NULL);
+	}
+	st = snap(c);
+	CHECKF(EV(st, slab_alloc) == slabs0, "%llu new slabs after the thread's exit",
+	       (unsigned long long)(EV(st, slab_alloc) - slabs0));
+	for (unsigned int i = 0; i < a.n; i++)
+		sheaf_cache_free(c, objs[i]);
+	free(objs);
+	CHECK(sheaf_cache_destroy(c) == 0);
+}
+
+/* -------------------------------------------------------------- ENOMEM */
+
+static void test_enomem(void)
+{
+	/* The largest objects: 1 MiB slabs, so the page source runs out of
+	 * address space it already has after at most a few dozen slabs. */
+	static const unsigned int flags[] = { 0, SHEAF_NO_SHEAVES };
+	for (size_t k = 0; k < 2; k++) {
+		struct sheaf_cache *c = sheaf_cache_create("test-enomem", CACHE_OBJ_MAX, 0, flags[k],
+							   NULL);
+		REQUIRE(c != NULL);
+		enum { MAX = 4096 };
+		static void *objs[MAX];
+		unsigned int n = 0;
+		page_fail_next(1u << 30);
+		errno = 0;
+		while (n < MAX && (objs[n] = sheaf_cache_alloc(c)) != NULL)
+			n++;
+		int err = errno;
+		page_fail_next(0);
+		if (n == MAX) {
+			CHECKF(n < MAX, "flags %#x: no allocation failed with mmap failing", flags[k]);
+		} else {
+			CHECKF(err == ENOMEM, "flags %#x: failed allocation: errno %d", flags[k], err);
+			struct sheaf_cache_stats st = snap(c);
+			CHECKF(st.objects_active == n,
+			       "flags %#x: objects_active %zu after %u allocations and one failure",
+			       flags[k], st.objects_active, n);
+			/* It works again once memory is back. */
+			objs[n] = sheaf_cache_alloc(c);
+			CHECK(objs[n] != NULL);
+			if (objs[n])
+				n++;
+		}
+		for (unsigned int i = 0; i < n; i++)
+			sheaf_cache_free(c, objs[i]);
+		struct sheaf_cache_stats st = snap(c);
+		CHECKF(st.objects_active == 0, "flags %#x: objects_active %zu after freeing everything",
+		       flags[k], st.objects_active);
+		CHECK(sheaf_cache_destroy(c) == 0);
+	}
+}
+
+/* --------------------------------------------------------- malloc paths */
+
+static void test_malloc_fast(void)
+{
+	unsigned long bad = 0;
+	for (size_t n = 0; n <= SMALL_MAX; n++) {
+		void *p = malloc_fast(n);
+		unsigned int cls = size_to_class(n);
+		const struct slab *s = p ? (const struct slab *)pagemap_lookup((uintptr_t)p) : NULL;
+		size_t usable = do_usable_size(p);
+		size_t want_align = n >= 16 ? 16 : 8;
+		bool ok = p && s && !((uintptr_t)s & PM_TAG_LARGE) && s->cache == &kmalloc_caches[cls] &&
+			  usable >= n && usable == class_size[cls] && (uintptr_t)p % want_align == 0 &&
+			  !obj_marked_free(&kmalloc_caches[cls], p);
+		if (!ok && bad++ < 10)
+			CHECKF(ok, "malloc_fast(%zu) = %p: usable %zu, class %u", n, p, usable,
+			       class_size[cls]);
+		if (p) {
+			if (n)
+				((char *)p)[n - 1] = 1;
+			free_fast(p, "test");
+		}
+	}
+	CHECKF(bad == 0, "%lu sizes failed", bad);
+
+	/* Many live at once: distinct, and usable in full. */
+	enum { LIVE = 700 };
+	static void *live[LIVE];
+	for (int i = 0; i < LIVE; i++) {
+		size_t n = (size_t)i * 47 % (SMALL_MAX + 1);
+		live[i] = malloc_fast(n);
+		REQUIRE(live[i] != NULL);
+		memset(live[i], i & 0xff, n);
+	}
+	for (int i = 0; i < LIVE; i++) {
+		size_t n = (size_t)i * 47 % (SMALL_MAX + 1);
+		const unsigned char *b = live[i];
+		CHECK(n == 0 || (b[0] == (i & 0xff) && b[n - 1] == (i & 0xff)));
+		free_fast(live[i], "test");
+	}
+
+	/* The free marker and LIFO reuse. */
+	for (size_t n = 8; n <= SMALL_MAX; n *= 4) {
+		struct sheaf_cache *c = &kmalloc_caches[size_to_class(n)];
+		void *p = malloc_fast(n);
+		REQUIRE(p != NULL);
+		CHECK(!obj_marked_free(c, p));
+		free_fast(p, "test");
+		CHECKF(obj_marked_free(c, p), "size %zu: no free marker after free_fast", n);
+		void *q = malloc_fast(n);
+		CHECKF(q == p, "size %zu: malloc_fast after free_fast gave %p, not %p", n, q, p);
+		CHECK(!obj_marked_free(c, q));
+		free_fast(q, "test");
+	}
+
+	/* A double free on the fast path is caught by the marker. */
+	sheaf_opt.abort_on_error = false;
+	struct sheaf_cache *c = &kmalloc_caches[size_to_class(100)];
+	struct sheaf_cache_stats s0 = snap(c);
+	void *p = malloc_fast(100);
+	REQUIRE(p != NULL);
+	free_fast(p, "test");
+	fprintf(stderr, "test_sheaf: expect a double free diagnostic:\n");
+	free_fast(p, "test");
+	struct sheaf_cache_stats s1 = snap(c);
+	CHECK(DELTA(s0, s1, free_invalid) == 1);
+	void *x = malloc_fast(100), *y = malloc_fast(100);
+	CHECKF(x && y && x != y && (x == p || y == p), "after a double free: %p %p (p %p)", x, y, p);
+	free_fast(x, "test");
+	free_fast(y, "test");
+	struct sheaf_cache_stats s2 = snap(c);
+	CHECK(s2.objects_active == s0.objects_active);
+	sheaf_opt.abort_on_error = true;
+}
+
+int main(void)
+{
+	sheaf_init();
+	test_counts();
+	test_default_barn_bound();
+	test_producer_consumer();
+	test_thread_exit();
+	test_enomem();
+	test_malloc_fast();
+	return check_done("test_sheaf");
+}
