@@ -450,6 +450,7 @@ void cache_free_any(struct sheaf_cache *c, void *obj);
 
 /* ------------------------------------------------------------------ stats */
 void stats_cache_snapshot(struct sheaf_cache *c, struct sheaf_cache_stats *st);
+void stats_init(void);
 void stats_at_exit(void);
 
 #endif /* SHEAF_INTERNAL_H */

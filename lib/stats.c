@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 static const char *const stat_names[SHEAF_NR_STATS] = {
@@ -173,8 +174,23 @@ void sheaf_stats_print(FILE *f)
 	fflush(f);
 }
 
+/* coreutils, grep, tar, xz... close stderr before exit; the table goes to
+ * a copy of fd 2 taken at start-up (close-on-exec, so children do not
+ * inherit it). */
+static int stats_fd = -1;
+
+void stats_init(void)
+{
+	if (sheaf_opt.stats)
+		stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+}
+
 __attribute__((destructor)) void stats_at_exit(void)
 {
-	if (sheaf_ready && sheaf_opt.stats)
-		sheaf_stats_print(stderr);
+	if (!sheaf_ready || !sheaf_opt.stats)
+		return;
+	FILE *f = stats_fd >= 0 ? fdopen(stats_fd, "w") : NULL;
+	sheaf_stats_print(f ? f : stderr);
+	if (f)
+		fclose(f);
 }

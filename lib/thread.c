@@ -61,6 +61,7 @@ void sheaf_init(void)
 	if (__atomic_compare_exchange_n(&init_state, &expected, 1, false, __ATOMIC_ACQ_REL,
 					__ATOMIC_ACQUIRE)) {
 		options_init();
+		stats_init();
 		sheaf_free_key = make_key();
 		sizeclass_init();
 		if (pthread_key_create(&tc_key, thread_cache_exit) != 0)

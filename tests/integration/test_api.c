@@ -379,7 +379,7 @@ static void test_each_function(void)
 {
 	static const size_t sizes[] = { 0, 1, 24, 1000, 32768, 100000, 1 << 20 };
 
-	free(malloc(16)); /* let lazy per-thread set-up happen outside the deltas */
+	free(hide(malloc(16))); /* let lazy per-thread set-up happen outside the deltas */
 	for (size_t i = 0; i < sizeof(alloc_fns) / sizeof(alloc_fns[0]); i++) {
 		if (!callable(alloc_fns[i].name))
 			continue;
@@ -489,6 +489,19 @@ static void test_alignment(void)
 			}
 		}
 	}
+
+	/* aligned_alloc: 1, 2 and 4 are valid alignments too (C11 7.22.3.1). */
+	for (size_t align = 1; align < 8; align *= 2)
+		for (size_t n = 1; n <= 100; n += 33) {
+			void *p = aligned_alloc(align, n);
+			CHECKF(p != NULL, "aligned_alloc(%zu, %zu) = NULL, errno %d", align, n, errno);
+			if (p) {
+				CHECK(sheaf_malloc_usable_size(p) >= n);
+				fill(p, 0, n, 9);
+				CHECK(verify(p, 0, n, 9) == SIZE_MAX);
+			}
+			free(p);
+		}
 
 	/* valloc / pvalloc: page aligned; pvalloc rounds the size up to pages. */
 	const size_t vsizes[] = { 1, 100, page_size - 1, page_size, page_size + 1, 3 * page_size + 5,
@@ -627,6 +640,21 @@ static void test_errors(void)
 	p = aligned_alloc(64, hide_size(SIZE_MAX));
 	CHECKF(p == NULL && errno == ENOMEM, "aligned_alloc(64, SIZE_MAX) = %p, errno %d", p, errno);
 
+	/* The largest power of two is a valid alignment that no mapping can have. */
+	const size_t top = (size_t)1 << (sizeof(size_t) * 8 - 1);
+	errno = 0;
+	p = aligned_alloc(hide_size(top), 16);
+	CHECKF(p == NULL && errno == ENOMEM, "aligned_alloc(2^63, 16) = %p, errno %d", p, errno);
+	errno = 0;
+	p = memalign(hide_size(top), 16);
+	CHECKF(p == NULL && errno == ENOMEM, "memalign(2^63, 16) = %p, errno %d", p, errno);
+	p = sentinel;
+	rc = posix_memalign(&p, hide_size(top), 16);
+	CHECKF(rc == ENOMEM && p == sentinel, "posix_memalign(2^63, 16) = %d, %p", rc, p);
+	p = sentinel;
+	rc = posix_memalign(&p, hide_size(top / 2), hide_size(top));
+	CHECKF(rc == ENOMEM && p == sentinel, "posix_memalign(2^62, 2^63) = %d, %p", rc, p);
+
 	/* memalign: an alignment above SIZE_MAX/2+1 cannot be a power of two. */
 	errno = 0;
 	p = memalign(hide_size(SIZE_MAX / 2 + 2), 16);
@@ -659,14 +687,14 @@ static void test_zero_and_null(void)
 
 	/* malloc(0): non-NULL, unique, freeable. */
 	for (int i = 0; i < N; i++) {
-		z[i] = malloc(hide_size(0));
+		z[i] = hide(malloc(hide_size(0)));
 		CHECKF(z[i] != NULL, "malloc(0) #%d returned NULL", i);
 		for (int j = 0; j < i; j++)
 			CHECKF(z[i] != z[j], "malloc(0) returned %p twice", z[i]);
 	}
 	for (int i = 0; i < N; i++)
 		free(z[i]);
-	void *c0 = calloc(0, 10), *c1 = calloc(10, 0);
+	void *c0 = hide(calloc(0, 10)), *c1 = hide(calloc(10, 0));
 	CHECK(c0 != NULL && c1 != NULL && c0 != c1);
 	free(c0);
 	free(c1);
@@ -679,7 +707,7 @@ static void test_zero_and_null(void)
 	CHECK(s1.allocs - s0.allocs == 1);
 
 	/* realloc(p, 0) frees p; a non-NULL result is a fresh unique block. */
-	void *other = malloc(0);
+	void *other = hide(malloc(0));
 	REQUIRE(other != NULL);
 	void *r = realloc(p, hide_size(0));
 	CHECKF(r != other, "realloc(p, 0) = %p, the same as a live block", r);
@@ -789,6 +817,31 @@ static void test_realloc(void)
 			free(q);
 		}
 
+	/* Large blocks: shrink (the tail is cut off), then grow again (remapped),
+	 * and back and forth across the small/large boundary. */
+	static const size_t zigzag[] = { 4u << 20, 1u << 20, 3u << 20, 40000, 2u << 20, 100,
+					 (5u << 20) + 1, 32769, 32768, 600000 };
+	size_t cur = quick ? 1u << 20 : zigzag[0];
+	uint8_t *z = malloc(cur);
+	REQUIRE(z != NULL);
+	fill(z, 0, cur, 11);
+	for (size_t i = 1; i < sizeof(zigzag) / sizeof(zigzag[0]); i++) {
+		size_t a = cur, b = zigzag[i];
+		if (quick && b > (1u << 20))
+			b = (1u << 20) - i;
+		uint8_t *q = realloc(z, b);
+		CHECKF(q != NULL, "realloc(%zu -> %zu) returned NULL", a, b);
+		if (!q)
+			break;
+		size_t bad = verify(q, 0, a < b ? a : b, 11);
+		CHECKF(bad == SIZE_MAX, "zigzag realloc(%zu -> %zu): byte %zu lost", a, b, bad);
+		if (b > a)
+			fill(q, a, b, 11);
+		z = q;
+		cur = b;
+	}
+	free(z);
+
 	/* Blocks from the aligned allocators grow and shrink too. */
 	uint8_t *p = aligned_alloc(4096, 5000);
 	REQUIRE(p != NULL);
@@ -799,6 +852,21 @@ static void test_realloc(void)
 	p = realloc(p, 10);
 	REQUIRE(p != NULL);
 	CHECK(verify(p, 0, 10, 8) == SIZE_MAX);
+	free(p);
+	size_t big = quick ? 256u << 10 : 3u << 20;
+	p = aligned_alloc(1u << 20, big);
+	REQUIRE(p != NULL);
+	CHECK(aligned(p, 1u << 20));
+	fill(p, 0, big, 12);
+	p = realloc(p, 2 * big);
+	REQUIRE(p != NULL);
+	CHECK(verify(p, 0, big, 12) == SIZE_MAX);
+	p = realloc(p, big / 8);
+	REQUIRE(p != NULL);
+	CHECK(verify(p, 0, big / 8, 12) == SIZE_MAX);
+	p = realloc(p, 10);
+	REQUIRE(p != NULL);
+	CHECK(verify(p, 0, 10, 12) == SIZE_MAX);
 	free(p);
 
 	struct sheaf_stats after = stats();
@@ -821,7 +889,7 @@ static void test_usable_size(void)
 	 */
 	size_t max = quick ? 1u << 20 : 4u << 20;
 
-	for (size_t n = 0; n <= max; n = n < 1100 ? n + (quick ? 7 : 1) : n * (quick ? 2 : 5) / 4) {
+	for (size_t n = 0; n <= max; n = n < 1100 ? n + (quick ? 7 : 1) : quick ? n * 2 : n * 5 / 4) {
 		for (int k = 0; k < K; k++) {
 			b[k] = malloc(n);
 			REQUIRE(b[k] != NULL);

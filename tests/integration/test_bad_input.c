@@ -3,10 +3,12 @@
  *
  * What it proves: each kind of bad pointer handed to sheaf (an interior
  * pointer, a double free, a pointer sheaf never handed out - stack, global,
- * mmap - and the same for large blocks, realloc of an invalid pointer, a
- * cache object freed to the wrong cache) is diagnosed with one line on
- * stderr that names the function, the kind of error and the very address
- * that was passed (0x%lx), and then:
+ * mmap - and the same for large blocks; a double free after the first free
+ * travelled on to the slabs or happened in another thread; realloc of an
+ * invalid, a freed or an interior pointer; for caches an object of another
+ * cache, an interior pointer, a double free, a large malloc block) is
+ * diagnosed with one line on stderr that names the function, the kind of
+ * error and the very address that was passed (0x%lx), and then:
  *   - by default the process dies of SIGABRT (glibc's convention);
  *   - with SHEAF_OPTIONS=abort_on_error=0 the process goes on, the bad free
  *     is ignored (a live block stays live and intact, a freed block is not
@@ -22,6 +24,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -332,6 +335,113 @@ static bool case_cache_from_malloc(void)
 	return ok;
 }
 
+/*
+ * The second free comes after the first one travelled: many frees of the
+ * same size class in between push the thread's sheaves out to the barn and
+ * the slabs.  q (allocated next to p) keeps p's slab alive.
+ */
+static bool case_double_after_churn(void)
+{
+	enum { N = 5000 };
+	static void *v[N];
+	for (int i = 0; i < N; i++)
+		v[i] = malloc(64);
+	void *p = malloc(64), *q = malloc(64);
+	void *again = hide(p);
+	free(p);
+	for (int i = 0; i < N; i++)
+		free(v[i]);
+	announce(again);
+	free(again);
+	child_say(SURVIVED "\n");
+	bool ok = stress_after(64, NULL, q, 64);
+	free(q);
+	return ok;
+}
+
+static void *free_in_thread(void *p)
+{
+	free(p);
+	return NULL;
+}
+
+/* First free in another thread, second here. */
+static bool case_double_cross_thread(void)
+{
+	pthread_t t;
+	void *p = malloc(200);
+	void *again = hide(p);
+	if (pthread_create(&t, NULL, free_in_thread, p) != 0 || pthread_join(t, NULL) != 0)
+		return false;
+	announce(again);
+	free(again);
+	child_say(SURVIVED "\n");
+	return stress_after(200, NULL, NULL, 0);
+}
+
+static bool case_realloc_freed(void)
+{
+	void *p = malloc(100);
+	void *again = hide(p);
+	free(p);
+	announce(again);
+	void *r = realloc(again, 300);
+	child_say(SURVIVED "\n");
+	(void)r; /* whatever it is, the load below must run clean */
+	return stress_after(100, NULL, NULL, 0);
+}
+
+static bool case_realloc_interior(void)
+{
+	uint8_t *p = malloc(256);
+	fill_words(p, 256, 12);
+	announce(p + 32);
+	void *r = realloc(hide(p + 32), 1000);
+	child_say(SURVIVED "\n");
+	bool ok = r == NULL && check_words(p, 256, 12);
+	if (!ok)
+		child_say("bad-input: a rejected realloc returned a block or changed the old one\n");
+	return stress_after(256, NULL, p, 256) && ok;
+}
+
+static bool case_cache_interior(void)
+{
+	struct sheaf_cache *c = sheaf_cache_create("bad-interior", 64, 0, 0, NULL);
+	uint8_t *obj = sheaf_cache_alloc(c);
+	fill_words(obj, 64, 13);
+	announce(obj + 8);
+	sheaf_cache_free(c, hide(obj + 8));
+	child_say(SURVIVED "\n");
+	bool ok = check_words(obj, 64, 13);
+	ok = stress_after(64, c, obj, 64) && ok;
+	sheaf_cache_free(c, obj);
+	return ok;
+}
+
+static bool case_cache_double(void)
+{
+	struct sheaf_cache *c = sheaf_cache_create("bad-double", 64, 0, 0, NULL);
+	void *obj = sheaf_cache_alloc(c);
+	void *again = hide(obj);
+	sheaf_cache_free(c, obj);
+	announce(again);
+	sheaf_cache_free(c, again);
+	child_say(SURVIVED "\n");
+	return stress_after(64, c, NULL, 0);
+}
+
+static bool case_cache_large(void)
+{
+	struct sheaf_cache *c = sheaf_cache_create("bad-large", 64, 0, 0, NULL);
+	void *p = malloc(1u << 20);
+	announce(p);
+	sheaf_cache_free(c, hide(p));
+	child_say(SURVIVED "\n");
+	bool ok = stress_after(64, c, NULL, 0);
+	free(p);
+	return ok;
+}
+
 #define INVALID_KINDS { "sheaf: free(): invalid pointer 0x", NULL }
 
 static const struct bad_case cases[] = {
@@ -349,7 +459,16 @@ static const struct bad_case cases[] = {
 	  { "sheaf: free(): interior pointer", "sheaf: free(): invalid pointer", NULL }, NULL },
 	{ "interior_large_16", case_interior_large_16,
 	  { "sheaf: free(): interior pointer", "sheaf: free(): invalid pointer", NULL }, NULL },
+	{ "double_after_churn", case_double_after_churn,
+	  { "sheaf: free(): double free of 0x", NULL }, NULL },
+	{ "double_cross_thread", case_double_cross_thread,
+	  { "sheaf: free(): double free of 0x", NULL }, NULL },
+	{ "realloc_freed", case_realloc_freed, { "sheaf: realloc(): ", NULL }, NULL },
+	{ "realloc_interior", case_realloc_interior, { "sheaf: realloc(): ", NULL }, NULL },
 	{ "cache_foreign", case_cache_foreign, { "sheaf_cache_free()", NULL }, NULL },
+	{ "cache_interior", case_cache_interior, { "sheaf_cache_free()", NULL }, NULL },
+	{ "cache_double", case_cache_double, { "sheaf_cache_free()", NULL }, NULL },
+	{ "cache_large", case_cache_large, { "sheaf_cache_free()", NULL }, NULL },
 	{ "cache_from_malloc", case_cache_from_malloc, { "sheaf_cache_free()", NULL }, NULL },
 };
 #define NR_CASES (sizeof(cases) / sizeof(cases[0]))

@@ -314,7 +314,7 @@ build()
 		show_tail "$T/build.$mode.err" 20
 		return 1
 	fi
-	rm -rf "$T/$mode" && mv "$SRC/out" "$T/$mode"
+	rm -rf "${T:?}/$mode" && mv "$SRC/out" "$T/$mode"
 }
 
 start=$(elapsed)

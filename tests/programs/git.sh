@@ -29,7 +29,7 @@ export HOME="$T/home" GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 export GIT_AUTHOR_NAME="Ada Sheaf" GIT_AUTHOR_EMAIL="ada@sheaf.invalid"
 export GIT_COMMITTER_NAME="Barn Keeper" GIT_COMMITTER_EMAIL="barn@sheaf.invalid"
 export TZ=UTC LC_ALL=C GIT_PAGER=cat PAGER=cat
-unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE 2>/dev/null || true
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_CONFIG_PARAMETERS GIT_CONFIG_COUNT EMAIL 2>/dev/null || true
 rm -rf "$T/home" "$T/repo"
 mkdir -p "$T/home"
 

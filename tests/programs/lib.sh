@@ -20,7 +20,7 @@
 # Usage in a test:
 #   . "$(dirname "$0")/lib.sh"
 #   sheaf_init mytest                   # locates the library, makes $T, traps
-#   compare_run label cmd args...       # runs twice, compares, checks totals
+#   compare_run label min cmd args...   # runs twice, compares, checks totals
 #   ...
 #   sheaf_finish                        # exit 0 if no check failed, else 1
 #
@@ -112,7 +112,9 @@ sheaf_cleanup()
 {
 	_rc=$?
 	if [ -n "$T" ] && [ -d "$T" ]; then
-		if [ "${SHEAF_KEEP_TMP:-0}" = 1 ] || [ "$_rc" -ne 0 ] && [ "$_rc" -ne 77 ]; then
+		_keep=${SHEAF_KEEP_TMP:-0}
+		[ "$_rc" -ne 0 ] && [ "$_rc" -ne 77 ] && _keep=1
+		if [ "$_keep" = 1 ]; then
 			echo "$SHEAF_T_NAME: kept $T" >&2
 		else
 			chmod -R u+w "$T" 2>/dev/null
@@ -126,7 +128,7 @@ sheaf_cleanup()
 # statistics table printed at exit, under the command timeout.
 with_sheaf()
 {
-	env LD_PRELOAD="$SHEAF_LIB" SHEAF_STATS=1 timeout -k 10 "$SHEAF_TEST_TIMEOUT" "$@"
+	timeout -k 10 "$SHEAF_TEST_TIMEOUT" env LD_PRELOAD="$SHEAF_LIB" SHEAF_STATS=1 "$@"
 }
 # without_sheaf cmd...: the same on glibc's malloc (the reference).
 without_sheaf()

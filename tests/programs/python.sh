@@ -70,14 +70,17 @@ set -- $MODULES
 [ $# -ge 30 ] || fatal "only $# of the slice modules exist in this Python: $MODULES"
 sheaf_log "$# test modules"
 
-# Runs regrtest with the arguments of this script's "$@", after removing
-# SHEAF_STATS from the environment its children inherit.
+# regrtest, started after SHEAF_STATS is removed from the environment that
+# the Pythons spawned by the tests inherit (sheaf read it at start-up).
 WRAPPER='
 import os, runpy, sys
 os.environ.pop("SHEAF_STATS", None)
 sys.argv[0] = "regrtest"
 runpy.run_module("test", run_name="__main__", alter_sys=True)
 '
+# run_slice NAME RUNNER MODULES...: one regrtest run in $T/NAME, on glibc
+# (RUNNER without_sheaf) or sheaf (with_sheaf).  PYTHONHASHSEED is fixed so
+# that both runs see the same set and dict iteration orders.
 run_slice()
 {
 	mode=$1 runner=$2
@@ -88,7 +91,6 @@ run_slice()
 		--junit-xml "$T/$mode/junit.xml" "$@") >"$T/$mode.out" 2>"$T/$mode.err"
 }
 
-# PYTHONHASHSEED fixed: same set/dict iteration order in both runs.
 start=$(elapsed)
 run_slice ref without_sheaf "$@"
 ref_rc=$?
