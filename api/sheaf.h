@@ -62,6 +62,11 @@ SHEAF_API void *sheaf_aligned_alloc(size_t alignment, size_t size) SHEAF_MALLOC_
 SHEAF_API void *sheaf_memalign(size_t alignment, size_t size) SHEAF_MALLOC_ATTR;
 SHEAF_API void *sheaf_valloc(size_t size) SHEAF_MALLOC_ATTR;
 SHEAF_API void *sheaf_pvalloc(size_t size) SHEAF_MALLOC_ATTR;
+/* How this library was built (constants below), for programs and tests
+ * that adapt to it.  Thread-safe, AS-safe. */
+#define SHEAF_BUILD_TINY  0x1u  /* --enable-tiny: no sheaves, no batching, no thread state */
+#define SHEAF_BUILD_DEBUG 0x2u  /* --enable-debug: internal invariant checks */
+SHEAF_API unsigned int sheaf_build_flags(void);
 /* Usable size of a live block (>= the size asked for); 0 for NULL. */
 SHEAF_API size_t sheaf_malloc_usable_size(void *ptr);
 /*

@@ -181,7 +181,8 @@ void pcs_drain(struct sheaf_cache *c, struct pcs *pcs)
 
 static struct pcs *pcs_of(struct sheaf_cache *c)
 {
-	if (!c->sheaf_capacity)
+	/* Tiny builds keep no per-thread state at all. */
+	if (config_tiny || !c->sheaf_capacity)
 		return NULL;
 	struct thread_cache *tc = thread_cache_get();
 	if (!tc)

@@ -18,6 +18,11 @@ static const char *const stat_names[SHEAF_NR_STATS] = {
 #undef STAT_NAME
 };
 
+unsigned int sheaf_build_flags(void)
+{
+	return (config_tiny ? SHEAF_BUILD_TINY : 0) | (config_debug ? SHEAF_BUILD_DEBUG : 0);
+}
+
 const char *sheaf_stat_name(enum sheaf_stat_item item)
 {
 	return (unsigned int)item < SHEAF_NR_STATS ? stat_names[item] : "?";

@@ -294,7 +294,10 @@ static void f_sheaf_free(void *p, size_t n, size_t a) { (void)n; (void)a; sheaf_
 static void f_free_sized(void *p, size_t n, size_t a) { (void)a; free_sized(p, n); }
 static void f_free_aligned_sized(void *p, size_t n, size_t a) { free_aligned_sized(p, a, n); }
 static void f_sheaf_free_sized(void *p, size_t n, size_t a) { (void)a; sheaf_free_sized(p, n); }
-static void f_sheaf_free_aligned_sized(void *p, size_t n, size_t a) { sheaf_free_aligned_sized(p, a, n); }
+static void f_sheaf_free_aligned_sized(void *p, size_t n, size_t a)
+{
+	sheaf_free_aligned_sized(p, a, n);
+}
 static void f_realloc0(void *p, size_t n, size_t a)
 {
 	(void)n; (void)a;
@@ -483,7 +486,7 @@ static void test_alignment(void)
 				if (!blocks[k])
 					continue;
 				size_t bad = verify(blocks[k], 0, n, (unsigned int)k);
-				CHECKF(bad == SIZE_MAX, "aligned block %d (%zu, %zu): byte %zu overwritten",
+				CHECKF(bad == SIZE_MAX, "aligned block %d (%zu, %zu): byte %zu bad",
 				       k, align, n, bad);
 				free(blocks[k]);
 			}
@@ -900,7 +903,7 @@ static void test_usable_size(void)
 		}
 		for (int k = 0; k < K; k++) {
 			size_t bad = verify(b[k], 0, w[k], (unsigned int)(k + 10));
-			CHECKF(bad == SIZE_MAX, "malloc(%zu) block %d: byte %zu of %zu usable overwritten",
+			CHECKF(bad == SIZE_MAX, "malloc(%zu) block %d: byte %zu of %zu usable bad",
 			       n, k, bad, w[k]);
 			free(b[k]);
 		}
