@@ -146,7 +146,11 @@ SHEAF_API const char *sheaf_cache_name(const struct sheaf_cache *cache);
 	X(slab_direct,     "objects allocated or freed on slabs directly (no sheaf)")   \
 	X(slab_alloc,      "slabs created")                                             \
 	X(slab_free,       "slabs returned to the page source")                         \
-	X(free_invalid,    "invalid, interior or double frees diagnosed")
+	X(free_invalid,    "invalid, interior or double frees diagnosed")               \
+	X(free_rcu_sheaf,  "rcu_free() stored in the thread's rcu_free sheaf")          \
+	X(free_rcu_sheaf_fail, "rcu_free() that could not use an rcu_free sheaf")       \
+	X(rcu_sheaf_barn,  "rcu_free sheaves given to the barn after a grace period")  \
+	X(rcu_sheaf_flush, "rcu_free sheaves flushed to slabs after a grace period")
 
 enum sheaf_stat_item {
 #define SHEAF_STAT_ENUM(name, doc) SHEAF_STAT_##name,
@@ -180,6 +184,10 @@ struct sheaf_stats {
 	uint64_t allocs;         /* total allocations, all caches + large      */
 	uint64_t frees;          /* total frees, all caches + large            */
 	size_t active_bytes;     /* bytes in allocated objects (class sizes)   */
+	uint64_t rcu_grace_periods; /* grace periods the drain thread waited  */
+	uint64_t rcu_objects_freed; /* objects freed after a grace period     */
+	uint64_t rcu_pending;    /* rcu_free()'d objects handed off, not yet freed */
+	uint64_t rcu_fallback;   /* rcu_free()s linked through their field    */
 };
 
 /* Totals.  Thread-safe, AS-unsafe, takes internal locks briefly. */

@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "sheaf/rcu.h"
+
 sheaf_lock_t caches_lock = SHEAF_LOCK_INIT;
 static struct sheaf_cache *caches_head, *caches_tail;
 /* Empty slabs of all caches, in bytes (atomic).  Keeping some avoids a
@@ -369,6 +371,11 @@ int sheaf_cache_destroy(struct sheaf_cache *c)
 {
 	if (!c)
 		return 0;
+	/* Objects still waiting for a grace period must reach the slabs
+	 * first (kmem_cache_destroy() does kvfree_rcu_barrier_on_cache()). */
+	if (sheaf_cache_rcu_barrier(c) != 0)
+		diag_printf("sheaf: sheaf_cache_destroy(%s): rcu_free()'d objects could not be waited for\n",
+			    c->name);
 	/* Take back what every thread still caches for this cache (the
 	 * caller promised none of them is using it), then the barn. */
 	threads_foreach(drain_thread_pcs, c);

@@ -133,6 +133,9 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
 	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
 	X(size, slab_retain, 4u << 20, "bytes of empty slabs kept resident beyond the reserves, all caches together") \
+	X(uint, rcu_delay_ms, 30, "how long rcu_free() batches wait to fill before their grace period") \
+	X(uint, rcu_batch, 8192, "objects pending that start a grace period at once")     \
+	X(uint, rcu_fork_barrier_ms, 2000, "rcu_free_barrier() in a fork child gives up after this (ETIMEDOUT)") \
 	X(uint, sheaf_capacity, 0, "objects per sheaf; 0 = chosen by object size (4..128)")
 
 struct sheaf_opts {
@@ -256,7 +259,8 @@ bool slab_obj_is_free(const struct slab *s, uint32_t idx);
 struct sheaf {
 	uint32_t size;             /* objects[0..size) are free objects   */
 	uint32_t capacity;
-	struct sheaf *next;        /* barn list link                      */
+	struct sheaf *next;        /* barn list / rcu hand-off link       */
+	struct sheaf_cache *cache; /* rcu sheaves: whose objects (NULL: any) */
 	void *objects[];
 };
 /* Capacity 0: the fast paths fall through to the slow path without a NULL
@@ -270,7 +274,12 @@ struct pcs {
 	uint64_t alloc_fast;       /* thread-local counters, summed on read */
 	uint64_t free_fast;
 	struct sheaf_cache *cache; /* for user caches (thread_cache->ext) */
+	/* The rcu_free sheaf (rcu.c): NULL, RCU_CLAIMED while its owner
+	 * pushes, or a sheaf.  Exchanged atomically, because the drain thread
+	 * steals partly filled ones. */
+	struct sheaf *rcu_free;
 };
+#define RCU_CLAIMED ((struct sheaf *)1)
 
 /* ------------------------------------------------------------------- barn */
 struct barn {
@@ -413,6 +422,11 @@ struct thread_cache {
 	struct pcs *ext;             /* user caches, by cache->id         */
 	unsigned int nr_ext;
 	unsigned int dead;
+	/* rcu.c: a pointer array for objects without an rcu sheaf (large
+	 * ones, caches without sheaves), same protocol as pcs->rcu_free; and
+	 * whether any rcu sheaf of this thread is partly filled. */
+	struct sheaf *rcu_array;
+	int rcu_dirty;
 	struct thread_cache *next, *prev;
 };
 /* Initial-exec and one pointer: safe for a library loaded by LD_PRELOAD and
@@ -447,6 +461,14 @@ void sheaf_flush(struct sheaf_cache *c, struct sheaf *s);
  * (the slow paths of both the malloc family and the cache API). */
 void *cache_alloc_any(struct sheaf_cache *c);
 void cache_free_any(struct sheaf_cache *c, void *obj);
+
+/* -------------------------------------------------------------------- rcu */
+void rcu_thread_exit(struct thread_cache *tc);   /* threads_lock held */
+void rcu_fork_child_begin(void);  /* before orphaned threads are released */
+void rcu_fork_child(void);
+void rcu_stats(uint64_t *gps, uint64_t *objects, uint64_t *pending, uint64_t *fallback);
+/* Frees an object whose start is known (drain paths, tiny callbacks). */
+void rcu_free_now(void *obj);
 
 /* ------------------------------------------------------------------ stats */
 void stats_cache_snapshot(struct sheaf_cache *c, struct sheaf_cache_stats *st);

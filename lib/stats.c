@@ -139,6 +139,9 @@ void sheaf_stats_get(struct sheaf_stats *out)
 	out->allocs += la;
 	out->frees += lf;
 	out->active_bytes += out->large_bytes;
+	uint64_t rfb;
+	rcu_stats(&out->rcu_grace_periods, &out->rcu_objects_freed, &out->rcu_pending, &rfb);
+	out->rcu_fallback = rfb;
 	out->threads = threads_count();
 	out->mapped_bytes = page_mapped_bytes() + meta_mapped_bytes();
 	out->resident_slab_bytes = page_resident_run_bytes();
@@ -173,6 +176,11 @@ void sheaf_stats_print(FILE *f)
 	sheaf_stats_foreach(print_row, f);
 	fprintf(f, "large: live=%zu bytes=%zu cached_bytes=%zu\n", t.large_allocs, t.large_bytes,
 		t.large_cached_bytes);
+	if (t.rcu_grace_periods || t.rcu_pending)
+		fprintf(f, "rcu: grace_periods=%llu freed=%llu objects/gp=%llu pending=%llu fallback=%llu\n",
+			(unsigned long long)t.rcu_grace_periods, (unsigned long long)t.rcu_objects_freed,
+			(unsigned long long)(t.rcu_grace_periods ? t.rcu_objects_freed / t.rcu_grace_periods : 0),
+			(unsigned long long)t.rcu_pending, (unsigned long long)t.rcu_fallback);
 	fprintf(f, "sheaf totals: allocs=%llu frees=%llu live=%llu mapped_bytes=%zu\n",
 		(unsigned long long)t.allocs, (unsigned long long)t.frees,
 		(unsigned long long)(t.allocs > t.frees ? t.allocs - t.frees : 0), t.mapped_bytes);

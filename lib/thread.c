@@ -194,6 +194,7 @@ unsigned long threads_count(void)
 /* Hands everything `tc` holds back and frees it; threads_lock held. */
 static void __thread_cache_release(struct thread_cache *tc)
 {
+	rcu_thread_exit(tc);   /* pending rcu_free()s go to the drain thread */
 	for (int i = 0; i < NR_CLASSES; i++)
 		pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
 	/* An entry whose cache was destroyed was drained by the destroy
@@ -253,6 +254,7 @@ static void fork_child(void)
 	caches_fork_child();
 	lock_reinit(&threads_lock);
 	lock_reinit(&caches_lock);
+	rcu_fork_child_begin();
 	/* The other threads do not exist in the child: take back what their
 	 * sheaves hold.  Their fast paths publish a pushed slot before the
 	 * size (barrier() in the push), so a sheaf copied mid-push loses at
@@ -267,4 +269,5 @@ static void fork_child(void)
 		tc = next;
 	}
 	lock_release(&threads_lock);
+	rcu_fork_child();
 }

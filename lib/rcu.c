@@ -1,0 +1,609 @@
+/*
+ * rcu.c - rcu_free(): free after a grace period, batched per thread.
+ *
+ * The kernel's kfree_rcu() with sheaves (see the seeds), in user space on
+ * liburcu-qsbr:
+ *
+ *   rcu_free(obj)  ->  the thread's rcu_free sheaf for obj's cache
+ *                       (pcs->rcu_free; one pointer stored, the object is
+ *                       not written: readers may still be reading it)
+ *                  ->  when full: pushed on a lock-free hand-off stack
+ *   drain thread   ->  takes every handed-off sheaf at once, waits ONE grace
+ *                       period for the whole batch, then gives each sheaf to
+ *                       its cache's barn as a full sheaf (it serves
+ *                       allocations directly) or flushes it to the slabs.
+ *
+ * Objects that have no rcu sheaf (large allocations, caches without
+ * sheaves, a failed sheaf allocation) go into a per-thread pointer array
+ * (tc->rcu_array) handed off the same way; without even that, they are
+ * linked through their rcu_head/rcu_ptr field on a lock-free list, and the
+ * drain thread recomputes each object's start from the field's address
+ * through the page map (any field offset works).
+ *
+ * Partly filled sheaves and arrays are stolen by the drain thread after
+ * rcu_delay_ms, or at once by a barrier.  Ownership of a thread's slot is
+ * passed by atomic exchange: the owner swaps in RCU_CLAIMED while it
+ * pushes, the thief swaps in NULL, so exactly one of them holds the sheaf.
+ * A thief that finds RCU_CLAIMED waits for the owner's few instructions.
+ *
+ * The drain thread starts on the first deferred free and sleeps on a futex
+ * when idle (no periodic wake-ups).  It does not register with liburcu: it
+ * reads no RCU-protected data, and synchronize_rcu() may be called from an
+ * unregistered thread.
+ */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <urcu/urcu-qsbr.h>
+
+#include "sheaf/rcu.h"
+
+#define RCU_ARRAY_CAP 126   /* pointer array: one 1 KiB meta block */
+
+struct rcu_link {
+	struct rcu_link *next;
+};
+
+/* Hand-off stacks: producers push with CAS, the drain thread takes all
+ * with one exchange (so no ABA problem). */
+static struct sheaf *handoff_sheaves;
+static struct rcu_link *handoff_links;
+static uint64_t links_pushed, links_taken;  /* bound a list walk: catches cycles */
+
+/* Counters (relaxed atomics). */
+static uint64_t rcu_pending_objs, rcu_gp_count, rcu_freed_objs, rcu_fallback_count;
+static int dirty_threads;                   /* threads with partial sheaves */
+
+/* Drain thread. */
+static sheaf_lock_t drain_lock = SHEAF_LOCK_INIT;  /* start/stop only */
+static int drain_running;
+static pthread_t drain_tid;
+static int drain_kick;          /* futex word: bumped to wake the thread */
+static int drain_idle;          /* the thread sleeps without a timeout */
+static uint64_t drain_req;      /* barrier tickets handed out */
+static uint64_t drain_done;     /* tickets whose batch is freed (futex: low 32 bits) */
+static int drain_stop;
+static int drain_no_start;      /* inside the fork child handler */
+static int fork_child;          /* grace periods may never end here */
+
+static long futex(int *uaddr, int op, int val, const struct timespec *ts)
+{
+	return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+static void drain_wake(void)
+{
+	__atomic_fetch_add(&drain_kick, 1, __ATOMIC_SEQ_CST);
+	futex(&drain_kick, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+static bool drain_start(void);
+
+/* Work was queued: the drain thread must look at it within rcu_delay_ms,
+ * or at once when `urgent`. */
+static void drain_notify(bool urgent)
+{
+	if (!__atomic_load_n(&drain_running, __ATOMIC_ACQUIRE) &&
+	    (__atomic_load_n(&drain_no_start, __ATOMIC_RELAXED) || !drain_start()))
+		return;
+	if (urgent || __atomic_load_n(&drain_idle, __ATOMIC_SEQ_CST))
+		drain_wake();
+}
+
+/* ---------------------------------------------------------- hand-off */
+static void handoff_sheaf(struct sheaf *s)
+{
+	struct sheaf *head = __atomic_load_n(&handoff_sheaves, __ATOMIC_RELAXED);
+	do
+		s->next = head;
+	while (!__atomic_compare_exchange_n(&handoff_sheaves, &head, s, true, __ATOMIC_RELEASE,
+					    __ATOMIC_RELAXED));
+	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, s->size, __ATOMIC_RELAXED);
+	drain_notify(p >= sheaf_opt.rcu_batch);
+}
+
+static void handoff_link(struct rcu_link *l)
+{
+	struct rcu_link *head = __atomic_load_n(&handoff_links, __ATOMIC_RELAXED);
+	do
+		l->next = head;
+	while (!__atomic_compare_exchange_n(&handoff_links, &head, l, true, __ATOMIC_RELEASE,
+					    __ATOMIC_RELAXED));
+	__atomic_fetch_add(&links_pushed, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&rcu_fallback_count, 1, __ATOMIC_RELAXED);
+	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, 1, __ATOMIC_RELAXED);
+	drain_notify(p >= sheaf_opt.rcu_batch);
+}
+
+/* ------------------------------------------------------ per-thread slot */
+static struct sheaf *rcu_array_new(void)
+{
+	struct sheaf *s = meta_alloc(sizeof(struct sheaf) + RCU_ARRAY_CAP * sizeof(void *));
+	if (s)
+		s->capacity = RCU_ARRAY_CAP;
+	return s;
+}
+
+static void mark_dirty(struct thread_cache *tc)
+{
+	if (!__atomic_exchange_n(&tc->rcu_dirty, 1, __ATOMIC_RELAXED))
+		__atomic_fetch_add(&dirty_threads, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * Pushes obj into the sheaf in *slot (a fresh one if empty): false when no
+ * sheaf can be had, or when the slot is claimed already (a signal handler
+ * that interrupted its owner).  c == NULL: a pointer array.
+ */
+static bool slot_push(struct thread_cache *tc, struct sheaf **slot, struct sheaf_cache *c,
+		      void *obj)
+{
+	struct sheaf *s = __atomic_exchange_n(slot, RCU_CLAIMED, __ATOMIC_ACQUIRE);
+	if (unlikely(s == RCU_CLAIMED))
+		return false;
+	if (!s) {
+		s = c ? barn_get_empty(c) : NULL;
+		if (!s)
+			s = c ? sheaf_new(c) : rcu_array_new();
+		if (!s) {
+			__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);
+			return false;
+		}
+		s->cache = c;
+		mark_dirty(tc);
+	}
+	s->objects[s->size++] = obj;
+	if (s->size == s->capacity) {
+		__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);
+		handoff_sheaf(s);
+	} else {
+		__atomic_store_n(slot, s, __ATOMIC_RELEASE);
+	}
+	return true;
+}
+
+/* Takes the sheaf out of a slot whose owner may be pushing right now. */
+static struct sheaf *slot_steal(struct sheaf **slot)
+{
+	for (;;) {
+		struct sheaf *s = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+		if (!s)
+			return NULL;
+		if (s == RCU_CLAIMED) {
+			sched_yield();   /* the owner is inside slot_push() */
+			continue;
+		}
+		if (__atomic_compare_exchange_n(slot, &s, NULL, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE))
+			return s;
+	}
+}
+
+static void steal_slot(struct sheaf **slot)
+{
+	struct sheaf *s = slot_steal(slot);
+	if (s) {
+		if (s->size)
+			handoff_sheaf(s);
+		else if (s->cache)
+			barn_put_empty(s->cache, s);
+		else
+			sheaf_delete(s);
+	}
+}
+
+/* Hands off every partial sheaf of `tc` (of cache `only`, or all). */
+static void steal_thread(struct thread_cache *tc, struct sheaf_cache *only)
+{
+	if (only) {
+		if (only->cls < NR_CLASSES)
+			steal_slot(&tc->pcs[only->cls].rcu_free);
+		else if (only->id < tc->nr_ext && tc->ext[only->id].cache == only)
+			steal_slot(&tc->ext[only->id].rcu_free);
+		steal_slot(&tc->rcu_array);  /* may hold objects of `only` */
+		return;
+	}
+	if (__atomic_exchange_n(&tc->rcu_dirty, 0, __ATOMIC_RELAXED))
+		__atomic_fetch_sub(&dirty_threads, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < NR_CLASSES; i++)
+		steal_slot(&tc->pcs[i].rcu_free);
+	for (unsigned int i = 0; i < tc->nr_ext; i++)
+		steal_slot(&tc->ext[i].rcu_free);
+	steal_slot(&tc->rcu_array);
+}
+
+static void steal_all_cb(struct thread_cache *tc, void *arg)
+{
+	/* A thread that is not dirty has no partial sheaf anywhere: it sets
+	 * the flag before it publishes a new one. */
+	if (arg || __atomic_load_n(&tc->rcu_dirty, __ATOMIC_ACQUIRE))
+		steal_thread(tc, arg);
+}
+
+void rcu_thread_exit(struct thread_cache *tc)
+{
+	steal_thread(tc, NULL);
+}
+
+/* ------------------------------------------------------------- freeing */
+void rcu_free_now(void *obj)
+{
+	do_free_slow(obj, "rcu_free()");
+}
+
+/* The object an rcu field belongs to (for linked objects). */
+static void *object_of_field(void *field)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)field);
+	if (!e)
+		return NULL;
+	if (e & PM_TAG_LARGE)
+		return (void *)((struct large *)(e & ~PM_TAG_LARGE))->user;
+	struct slab *s = (struct slab *)e;
+	return (void *)(s->base + (uintptr_t)slab_index(s, (uintptr_t)field) * s->size);
+}
+
+static uint64_t process_sheaf(struct sheaf *s)
+{
+	struct sheaf_cache *c = s->cache;
+	uint64_t n = s->size;
+	if (!c) {
+		for (uint32_t i = 0; i < s->size; i++)
+			rcu_free_now(s->objects[i]);
+		sheaf_delete(s);
+		return n;
+	}
+	/* The grace period is over: now the objects may be written.  Mark
+	 * them free (what free() would have done), dropping duplicates. */
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < s->size; i++) {
+		void *o = s->objects[i];
+		if (unlikely(obj_marked_free(c, o))) {
+			stat(c, free_invalid);
+			diag_bad_pointer("rcu_free()", o, "double free of %p in cache %s", o, c->name);
+			continue;
+		}
+		obj_mark_free(c, o);
+		s->objects[k++] = o;
+	}
+	s->size = k;
+	stat_add(c, SHEAF_STAT_free_slow, k);
+	if (k == s->capacity && barn_put_full(c, s)) {
+		stat(c, rcu_sheaf_barn);
+	} else {
+		sheaf_flush(c, s);
+		stat(c, rcu_sheaf_flush);
+		barn_put_empty(c, s);
+	}
+	return n;
+}
+
+static uint64_t process_links(struct rcu_link *l, uint64_t bound)
+{
+	uint64_t n = 0;
+	while (l) {
+		if (n == bound) {
+			diag_bad_pointer("rcu_free()", l,
+					 "the deferred list loops at %p: an object was rcu_free()'d twice; "
+					 "the rest of the list is leaked", (void *)l);
+			break;
+		}
+		struct rcu_link *next = l->next;   /* before the free reuses it */
+		void *obj = object_of_field(l);
+		if (obj)
+			rcu_free_now(obj);
+		n++;
+		l = next;
+	}
+	return n;
+}
+
+/* One batch: take everything handed off, one grace period, free it all. */
+static void drain_cycle(bool steal)
+{
+	if (steal)
+		threads_foreach(steal_all_cb, NULL);
+	struct sheaf *sheaves = __atomic_exchange_n(&handoff_sheaves, NULL, __ATOMIC_ACQUIRE);
+	struct rcu_link *links = __atomic_exchange_n(&handoff_links, NULL, __ATOMIC_ACQUIRE);
+	if (!sheaves && !links)
+		return;
+	uint64_t bound = __atomic_load_n(&links_pushed, __ATOMIC_ACQUIRE) - links_taken;
+
+	urcu_qsbr_synchronize_rcu();
+	__atomic_fetch_add(&rcu_gp_count, 1, __ATOMIC_RELAXED);
+
+	uint64_t n = 0;
+	while (sheaves) {
+		struct sheaf *next = sheaves->next;
+		n += process_sheaf(sheaves);
+		sheaves = next;
+	}
+	uint64_t nl = process_links(links, bound);
+	links_taken += nl;
+	n += nl;
+	__atomic_fetch_sub(&rcu_pending_objs, n, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&rcu_freed_objs, n, __ATOMIC_RELAXED);
+}
+
+static bool work_queued(void)
+{
+	return __atomic_load_n(&handoff_sheaves, __ATOMIC_SEQ_CST) ||
+	       __atomic_load_n(&handoff_links, __ATOMIC_SEQ_CST) ||
+	       __atomic_load_n(&dirty_threads, __ATOMIC_SEQ_CST) ||
+	       __atomic_load_n(&drain_req, __ATOMIC_SEQ_CST) !=
+		       __atomic_load_n(&drain_done, __ATOMIC_SEQ_CST);
+}
+
+static bool urgent(void)
+{
+	return __atomic_load_n(&drain_stop, __ATOMIC_ACQUIRE) ||
+	       __atomic_load_n(&drain_req, __ATOMIC_ACQUIRE) !=
+		       __atomic_load_n(&drain_done, __ATOMIC_ACQUIRE) ||
+	       __atomic_load_n(&rcu_pending_objs, __ATOMIC_RELAXED) >= sheaf_opt.rcu_batch;
+}
+
+static void *drain_main(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&drain_stop, __ATOMIC_ACQUIRE)) {
+		int kick = __atomic_load_n(&drain_kick, __ATOMIC_SEQ_CST);
+		if (!work_queued()) {
+			/* Idle: say so before the last look, so that a producer
+			 * that queues after it sees drain_idle and wakes us. */
+			__atomic_store_n(&drain_idle, 1, __ATOMIC_SEQ_CST);
+			if (!work_queued())
+				futex(&drain_kick, FUTEX_WAIT_PRIVATE, kick, NULL);
+			__atomic_store_n(&drain_idle, 0, __ATOMIC_SEQ_CST);
+			continue;
+		}
+		bool timed = !urgent();
+		if (timed) {
+			/* Let a batch build up, unless it fills or a barrier
+			 * comes first (both kick). */
+			struct timespec ts = { sheaf_opt.rcu_delay_ms / 1000,
+					       (long)(sheaf_opt.rcu_delay_ms % 1000) * 1000000L };
+			kick = __atomic_load_n(&drain_kick, __ATOMIC_SEQ_CST);
+			if (!urgent())
+				futex(&drain_kick, FUTEX_WAIT_PRIVATE, kick, &ts);
+		}
+		uint64_t req = __atomic_load_n(&drain_req, __ATOMIC_ACQUIRE);
+		/* After the delay, partly filled sheaves go too, so nothing
+		 * waits much longer than rcu_delay_ms plus a grace period.
+		 * Barriers steal what they need themselves (so a per-cache
+		 * barrier costs threads, not threads x caches). */
+		drain_cycle(timed);
+		__atomic_store_n(&drain_done, req, __ATOMIC_RELEASE);
+		futex((int *)&drain_done, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+	}
+	return NULL;
+}
+
+static bool drain_start(void)
+{
+	bool ok;
+	lock_acquire(&drain_lock);
+	if (!drain_running) {
+		/* The drain thread must not take the program's signals. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		int err = pthread_create(&drain_tid, NULL, drain_main, NULL);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (err == 0) {
+			pthread_setname_np(drain_tid, "sheaf-rcu");
+			__atomic_store_n(&drain_running, 1, __ATOMIC_RELEASE);
+		}
+	}
+	ok = drain_running;
+	lock_release(&drain_lock);
+	return ok;
+}
+
+/* ---------------------------------------------------------- the API */
+static void rcu_tiny_callback(struct rcu_head *head);
+
+static void rcu_queue(void *obj, void *field, uintptr_t e)
+{
+	struct thread_cache *tc = config_tiny ? NULL : thread_cache_get();
+
+	if (tc && !(e & PM_TAG_LARGE)) {
+		struct sheaf_cache *c = ((struct slab *)e)->cache;
+		struct pcs *pcs = !c->sheaf_capacity ? NULL :
+				  c->cls < NR_CLASSES ? &tc->pcs[c->cls] : thread_ext_pcs(tc, c);
+		if (pcs && slot_push(tc, &pcs->rcu_free, c, obj)) {
+			stat(c, free_rcu_sheaf);
+			return;
+		}
+		stat(c, free_rcu_sheaf_fail);
+	}
+	if (tc && slot_push(tc, &tc->rcu_array, NULL, obj))
+		return;
+
+	if (config_tiny && field && urcu_qsbr_read_ongoing()) {
+		/* One call_rcu() per object, from a registered online thread
+		 * as liburcu requires; its callback finds the object from the
+		 * field like the drain thread does. */
+		urcu_qsbr_call_rcu((struct rcu_head *)field, rcu_tiny_callback);
+		return;
+	}
+	if (field) {
+		handoff_link((struct rcu_link *)field);
+		return;
+	}
+	/* rcu_free_mightsleep() with no memory for an array: wait here. */
+	urcu_qsbr_synchronize_rcu();
+	rcu_free_now(obj);
+}
+
+static void rcu_tiny_callback(struct rcu_head *head)
+{
+	void *obj = object_of_field(head);
+	if (obj)
+		rcu_free_now(obj);
+	__atomic_fetch_add(&rcu_freed_objs, 1, __ATOMIC_RELAXED);
+}
+
+/* Checks that `obj` is the start of a live object and `field` inside it. */
+static bool rcu_check(void *obj, void *field, const char *func, uintptr_t *entry)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)obj);
+	size_t size;
+	if (e & PM_TAG_LARGE) {
+		struct large *l = (struct large *)(e & ~PM_TAG_LARGE);
+		if (l->state != LARGE_LIVE) {
+			diag_bad_pointer(func, obj, "pointer %p was already freed (large allocation)", obj);
+			return false;
+		}
+		if ((uintptr_t)obj != l->user) {
+			diag_bad_pointer(func, obj, "interior pointer %p: large allocation %p + %lu", obj,
+					 (void *)l->user, (unsigned long)((uintptr_t)obj - l->user));
+			return false;
+		}
+		size = large_usable(l);
+	} else {
+		/* Not ours, interior, or already free (read-only check: the
+		 * object may still be read by RCU readers). */
+		struct slab *s = cache_check_free(func, e, obj);
+		if (!s)
+			return false;
+		size = s->cache->object_size;
+	}
+	if (field && ((uintptr_t)field < (uintptr_t)obj ||
+		      (uintptr_t)field - (uintptr_t)obj + sizeof(void *) > size)) {
+		diag_bad_pointer(func, obj, "field %p is not inside the object %p (%zu bytes)", field,
+				 obj, size);
+		return false;
+	}
+	*entry = e;
+	return true;
+}
+
+void sheaf_rcu_free_field(void *obj, void *field, const char *func)
+{
+	if (!obj)
+		return;
+	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
+		sheaf_init();
+	uintptr_t e;
+	if (rcu_check(obj, field, func, &e))
+		rcu_queue(obj, field, e);
+}
+
+void sheaf_rcu_free_nofield(void *obj)
+{
+	if (!obj)
+		return;
+	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
+		sheaf_init();
+	uintptr_t e;
+	if (rcu_check(obj, NULL, "rcu_free_mightsleep()", &e))
+		rcu_queue(obj, NULL, e);
+}
+
+/* Waits until the drain thread has completed ticket `t`. */
+static int drain_wait(uint64_t t)
+{
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		uint64_t d = __atomic_load_n(&drain_done, __ATOMIC_ACQUIRE);
+		if (d >= t)
+			return 0;
+		struct timespec ts = { 0, 50 * 1000000L };
+		futex((int *)&drain_done, FUTEX_WAIT_PRIVATE, (int)d, &ts);
+		if (__atomic_load_n(&fork_child, __ATOMIC_RELAXED)) {
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+			if (ms >= (long)sheaf_opt.rcu_fork_barrier_ms) {
+				errno = ETIMEDOUT;
+				return -1;
+			}
+		}
+	}
+}
+
+static int rcu_barrier_wait(struct sheaf_cache *only)
+{
+	if (!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE))
+		return 0;
+	if (config_tiny)
+		urcu_qsbr_barrier();   /* call_rcu() callbacks */
+	threads_foreach(steal_all_cb, only);
+	uint64_t t = __atomic_add_fetch(&drain_req, 1, __ATOMIC_ACQ_REL);
+	if (!__atomic_load_n(&drain_running, __ATOMIC_ACQUIRE) && !drain_start()) {
+		/* No drain thread can be started: do its work here. */
+		lock_acquire(&drain_lock);
+		drain_cycle(false);
+		if (__atomic_load_n(&drain_done, __ATOMIC_RELAXED) < t)
+			__atomic_store_n(&drain_done, t, __ATOMIC_RELEASE);
+		lock_release(&drain_lock);
+		return 0;
+	}
+	drain_wake();
+	return drain_wait(t);
+}
+
+int rcu_free_barrier(void)
+{
+	return rcu_barrier_wait(NULL);
+}
+
+int sheaf_cache_rcu_barrier(struct sheaf_cache *cache)
+{
+	return rcu_barrier_wait(cache);
+}
+
+/* ------------------------------------------------------ life cycle */
+void rcu_fork_child_begin(void)
+{
+	__atomic_store_n(&drain_no_start, 1, __ATOMIC_RELAXED);
+}
+
+void rcu_fork_child(void)
+{
+	__atomic_store_n(&drain_no_start, 0, __ATOMIC_RELAXED);
+	/* The drain thread does not exist here; it restarts on demand.  What
+	 * the parent's thread was holding mid-batch stays unfreed (never
+	 * early). */
+	lock_reinit(&drain_lock);
+	drain_running = 0;
+	drain_idle = 0;
+	drain_stop = 0;
+	drain_done = drain_req;
+	__atomic_store_n(&fork_child, 1, __ATOMIC_RELAXED);
+}
+
+void rcu_stats(uint64_t *gps, uint64_t *objects, uint64_t *pending, uint64_t *fallback)
+{
+	*gps = __atomic_load_n(&rcu_gp_count, __ATOMIC_RELAXED);
+	*objects = __atomic_load_n(&rcu_freed_objs, __ATOMIC_RELAXED);
+	*pending = __atomic_load_n(&rcu_pending_objs, __ATOMIC_RELAXED);
+	*fallback = __atomic_load_n(&rcu_fallback_count, __ATOMIC_RELAXED);
+}
+
+/* At exit the drain thread is told to stop, and waited for briefly: it may
+ * be inside synchronize_rcu() behind a reader that never reports again,
+ * and exit must not hang on that. */
+__attribute__((destructor)) static void rcu_shutdown(void)
+{
+	if (!__atomic_load_n(&drain_running, __ATOMIC_ACQUIRE))
+		return;
+	__atomic_store_n(&drain_stop, 1, __ATOMIC_RELEASE);
+	drain_wake();
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 200 * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	if (pthread_timedjoin_np(drain_tid, NULL, &ts) == 0)
+		__atomic_store_n(&drain_running, 0, __ATOMIC_RELEASE);
+}
