@@ -77,6 +77,30 @@ SHEAF_API size_t sheaf_malloc_usable_size(void *ptr);
 SHEAF_API int sheaf_malloc_trim(size_t pad);
 
 /* ===================================================================== *
+ *  From signal handlers (kmalloc_nolock / kfree_nolock)
+ * ===================================================================== */
+/*
+ * Async-signal-safe (POSIX sense): callable from a signal handler that
+ * interrupted anything, sheaf's own malloc and free included.  They never
+ * block, never take a lock that the interrupted code may hold, and never
+ * map memory.
+ *
+ * sheaf_malloc_nolock() serves sizes up to 32 KiB from the calling thread's
+ * sheaves; it returns NULL with errno EAGAIN rather than wait (the thread was
+ * interrupted inside the allocator, its sheaves are empty and the barn is
+ * busy, or the thread never allocated before).  Its objects may be freed
+ * with free(), sheaf_free_nolock(), rcu_free() or rcu_free_nolock().
+ *
+ * sheaf_free_nolock() frees any block from sheaf (malloc, caches,
+ * sheaf_malloc_nolock).  When it cannot put the object into a sheaf at
+ * once, the free is deferred to the next allocator call of any thread or
+ * to the background thread; the object is unusable from the call on.
+ * Bad pointers are diagnosed as by free().
+ */
+SHEAF_API void *sheaf_malloc_nolock(size_t size) SHEAF_MALLOC_ATTR;
+SHEAF_API void sheaf_free_nolock(void *ptr);
+
+/* ===================================================================== *
  *  Slab caches (kmem_cache_*)
  * ===================================================================== */
 struct sheaf_cache;

@@ -93,6 +93,7 @@ struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empt
 {
 	struct barn *b = &c->barn;
 	lock_acquire(&b->lock);
+	test_hook(HOOK_BARN_LOCKED);
 	struct sheaf *full = pop(&b->full, &b->nr_full);
 	if (full && b->nr_empty < sheaf_opt.barn_empty) {
 		push(&b->empty, &b->nr_empty, empty);
@@ -165,4 +166,29 @@ void barn_drain(struct sheaf_cache *c)
 		sheaf_delete(empty);
 		empty = n;
 	}
+}
+
+/* Signal-handler variants (nolock.c): never wait for the lock. */
+struct sheaf *barn_try_replace_empty(struct sheaf_cache *c, struct sheaf *empty)
+{
+	struct barn *b = &c->barn;
+	if (!lock_try(&b->lock))
+		return NULL;
+	struct sheaf *full = pop(&b->full, &b->nr_full);
+	if (full)
+		push(&b->empty, &b->nr_empty, empty);
+	lock_release(&b->lock);
+	return full;
+}
+
+struct sheaf *barn_try_replace_full(struct sheaf_cache *c, struct sheaf *full)
+{
+	struct barn *b = &c->barn;
+	if (!lock_try(&b->lock))
+		return NULL;
+	struct sheaf *empty = NULL;
+	if (b->nr_full < c->barn_max_full && (empty = pop(&b->empty, &b->nr_empty)))
+		push(&b->full, &b->nr_full, full);
+	lock_release(&b->lock);
+	return empty;
 }

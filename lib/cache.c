@@ -247,6 +247,7 @@ void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
 	struct slab *s = NULL;
 	uintptr_t lo = 0, hi = 0;
 	lock_acquire(&c->lock);
+	test_hook(HOOK_SLABS_LOCKED);
 	for (unsigned int i = 0; i < n; i++) {
 		/* Objects of one sheaf often share slabs: skip the page
 		 * map while they stay in the last one's run. */

@@ -299,6 +299,9 @@ struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empt
 /* Exchanges a full sheaf for an empty one (new if needed); NULL when the
  * barn is at its bound of full sheaves (then the caller keeps `full`). */
 struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full);
+/* trylock variants for signal handlers: NULL when the lock is busy too. */
+struct sheaf *barn_try_replace_empty(struct sheaf_cache *c, struct sheaf *empty);
+struct sheaf *barn_try_replace_full(struct sheaf_cache *c, struct sheaf *full);
 /* Takes every sheaf out of the barn: full ones are flushed to slabs. */
 void barn_drain(struct sheaf_cache *c);
 
@@ -418,6 +421,11 @@ void large_fork_child(void);
 
 /* ----------------------------------------------------------------- thread */
 struct thread_cache {
+	/* Non-zero while this thread is changing its pcs (main/spare or the
+	 * sheaves in them): a signal handler's *_nolock() call then keeps its
+	 * hands off them (nolock.c).  Incremented, not set, so that nested
+	 * paths (realloc calling malloc) compose. */
+	unsigned int busy;
 	struct pcs pcs[NR_CLASSES];  /* malloc size classes               */
 	struct pcs *ext;             /* user caches, by cache->id         */
 	unsigned int nr_ext;
@@ -461,6 +469,31 @@ void sheaf_flush(struct sheaf_cache *c, struct sheaf *s);
  * (the slow paths of both the malloc family and the cache API). */
 void *cache_alloc_any(struct sheaf_cache *c);
 void cache_free_any(struct sheaf_cache *c, void *obj);
+
+/* ----------------------------------------------------------------- nolock */
+/* Frees deferred by signal handlers (sheaf_free_nolock() that could not
+ * use a sheaf), linked through the marker word of each object. */
+extern void *nolock_deferred;
+extern int rcu_start_pending;   /* rcu.c: a handler queued work, no drain thread */
+void nolock_process(void);
+void rcu_nolock_poll(void);
+static inline void nolock_poll(void)
+{
+	if (unlikely(__atomic_load_n(&nolock_deferred, __ATOMIC_RELAXED)))
+		nolock_process();
+	if (unlikely(__atomic_load_n(&rcu_start_pending, __ATOMIC_RELAXED)))
+		rcu_nolock_poll();
+}
+/* Test hook: called at points inside the slow paths (points below), so
+ * that tests can raise a signal while locks or claims are held. */
+enum { HOOK_ALLOC_SLOW, HOOK_FREE_SLOW, HOOK_BARN_LOCKED, HOOK_SLABS_LOCKED, HOOK_RCU_CLAIMED,
+       HOOK_LARGE_LOCKED };
+extern void (*sheaf_test_hook)(int point);
+static inline void test_hook(int point)
+{
+	if (unlikely(sheaf_test_hook != NULL))
+		sheaf_test_hook(point);
+}
 
 /* -------------------------------------------------------------------- rcu */
 void rcu_thread_exit(struct thread_cache *tc);   /* threads_lock held */

@@ -123,6 +123,7 @@ void large_free(struct large *l)
 {
 	struct large *evict = NULL;
 	lock_acquire(&large_lock);
+	test_hook(HOOK_LARGE_LOCKED);
 	nr_frees++;
 	live_count--;
 	live_bytes -= l->map_bytes;

@@ -50,6 +50,7 @@ void do_free_slow(void *ptr, const char *func)
 {
 	if (!ptr)
 		return;
+	nolock_poll();
 	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	if (e & PM_TAG_LARGE) {
 		struct large *l = large_check(func, e, ptr);
@@ -264,11 +265,16 @@ int do_malloc_trim(size_t pad)
 	(void)pad;
 	if (!sheaf_ready)
 		return 0;
+	nolock_poll();
 	struct thread_cache *tc = thread_cache_get();
 	if (tc) {
+		tc->busy++;   /* signal handlers: hands off our sheaves */
+		barrier();
 		for (int i = 0; i < NR_CLASSES; i++)
 			pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
 		threads_foreach(trim_ext, tc);
+		barrier();
+		tc->busy--;
 	}
 	bool released = false;
 	caches_foreach(trim_cache, &released);

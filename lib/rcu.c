@@ -85,19 +85,29 @@ static void drain_wake(void)
 
 static bool drain_start(void);
 
+/* Set by signal handlers that queued work while no drain thread ran: the
+ * next allocator slow path starts it (nolock_poll()). */
+int rcu_start_pending;
+
 /* Work was queued: the drain thread must look at it within rcu_delay_ms,
- * or at once when `urgent`. */
-static void drain_notify(bool urgent)
+ * or at once when `urgent`.  From a signal handler (`nolock`) it can only
+ * be woken, not started. */
+static void drain_notify(bool urgent, bool nolock)
 {
-	if (!__atomic_load_n(&drain_running, __ATOMIC_ACQUIRE) &&
-	    (__atomic_load_n(&drain_no_start, __ATOMIC_RELAXED) || !drain_start()))
-		return;
+	if (!__atomic_load_n(&drain_running, __ATOMIC_ACQUIRE)) {
+		if (nolock || __atomic_load_n(&drain_no_start, __ATOMIC_RELAXED)) {
+			__atomic_store_n(&rcu_start_pending, 1, __ATOMIC_RELEASE);
+			return;
+		}
+		if (!drain_start())
+			return;
+	}
 	if (urgent || __atomic_load_n(&drain_idle, __ATOMIC_SEQ_CST))
 		drain_wake();
 }
 
 /* ---------------------------------------------------------- hand-off */
-static void handoff_sheaf(struct sheaf *s)
+static void handoff_sheaf_ctx(struct sheaf *s, bool nolock)
 {
 	struct sheaf *head = __atomic_load_n(&handoff_sheaves, __ATOMIC_RELAXED);
 	do
@@ -105,20 +115,32 @@ static void handoff_sheaf(struct sheaf *s)
 	while (!__atomic_compare_exchange_n(&handoff_sheaves, &head, s, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
 	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, s->size, __ATOMIC_RELAXED);
-	drain_notify(p >= sheaf_opt.rcu_batch);
+	drain_notify(p >= sheaf_opt.rcu_batch, nolock);
 }
 
-static void handoff_link(struct rcu_link *l)
+static void handoff_sheaf(struct sheaf *s)
 {
+	handoff_sheaf_ctx(s, false);
+}
+
+static void handoff_link_ctx(struct rcu_link *l, bool nolock)
+{
+	/* Counted before it is visible, so that a walk's bound is never
+	 * short of the list it walks. */
+	__atomic_fetch_add(&links_pushed, 1, __ATOMIC_RELEASE);
 	struct rcu_link *head = __atomic_load_n(&handoff_links, __ATOMIC_RELAXED);
 	do
 		l->next = head;
 	while (!__atomic_compare_exchange_n(&handoff_links, &head, l, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
-	__atomic_fetch_add(&links_pushed, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&rcu_fallback_count, 1, __ATOMIC_RELAXED);
 	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, 1, __ATOMIC_RELAXED);
-	drain_notify(p >= sheaf_opt.rcu_batch);
+	drain_notify(p >= sheaf_opt.rcu_batch, nolock);
+}
+
+static void handoff_link(struct rcu_link *l)
+{
+	handoff_link_ctx(l, false);
 }
 
 /* ------------------------------------------------------ per-thread slot */
@@ -147,6 +169,7 @@ static bool slot_push(struct thread_cache *tc, struct sheaf **slot, struct sheaf
 	struct sheaf *s = __atomic_exchange_n(slot, RCU_CLAIMED, __ATOMIC_ACQUIRE);
 	if (unlikely(s == RCU_CLAIMED))
 		return false;
+	test_hook(HOOK_RCU_CLAIMED);
 	if (!s) {
 		s = c ? barn_get_empty(c) : NULL;
 		if (!s)
@@ -307,6 +330,7 @@ static uint64_t process_links(struct rcu_link *l, uint64_t bound)
 /* One batch: take everything handed off, one grace period, free it all. */
 static void drain_cycle(bool steal)
 {
+	nolock_poll();   /* frees deferred by signal handlers */
 	if (steal)
 		threads_foreach(steal_all_cb, NULL);
 	struct sheaf *sheaves = __atomic_exchange_n(&handoff_sheaves, NULL, __ATOMIC_ACQUIRE);
@@ -495,6 +519,59 @@ void sheaf_rcu_free_field(void *obj, void *field, const char *func)
 		rcu_queue(obj, field, e);
 }
 
+/*
+ * rcu_free_nolock(): as rcu_free(), from a signal handler.  Only an rcu
+ * sheaf that exists, is not claimed by the interrupted code and has room is
+ * used; otherwise the object is linked through its field.  Nothing here
+ * allocates, locks or starts a thread.
+ */
+void sheaf_rcu_free_nolock_field(void *obj, void *field)
+{
+	if (!obj)
+		return;
+	const char *func = "rcu_free_nolock()";
+	uintptr_t e;
+	if (!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)) {
+		diag_bad_pointer(func, obj, "invalid pointer %p: not allocated by sheaf", obj);
+		return;
+	}
+	if (!rcu_check(obj, field, func, &e))
+		return;
+	struct thread_cache *tc = sheaf_tc;
+	if (!config_tiny && tc && !tc->dead && !(e & PM_TAG_LARGE)) {
+		struct sheaf_cache *c = ((struct slab *)e)->cache;
+		struct pcs *pcs = NULL;
+		if (c->sheaf_capacity)
+			pcs = c->cls < NR_CLASSES ? &tc->pcs[c->cls] :
+			      (!tc->busy && c->id < tc->nr_ext && tc->ext[c->id].cache == c) ?
+			      &tc->ext[c->id] : NULL;
+		struct sheaf **slot = pcs ? &pcs->rcu_free : NULL;
+		struct sheaf *s = slot ? __atomic_exchange_n(slot, RCU_CLAIMED, __ATOMIC_ACQUIRE) : NULL;
+		if (s && s != RCU_CLAIMED) {
+			s->objects[s->size++] = obj;
+			stat(c, free_rcu_sheaf);
+			if (s->size == s->capacity) {
+				__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);
+				handoff_sheaf_ctx(s, true);
+			} else {
+				__atomic_store_n(slot, s, __ATOMIC_RELEASE);
+			}
+			return;
+		}
+		if (!s && slot)
+			__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);   /* we claimed an empty slot */
+		stat(c, free_rcu_sheaf_fail);
+	}
+	handoff_link_ctx((struct rcu_link *)field, true);
+}
+
+void rcu_nolock_poll(void)
+{
+	if (__atomic_exchange_n(&rcu_start_pending, 0, __ATOMIC_ACQ_REL) &&
+	    !__atomic_load_n(&drain_no_start, __ATOMIC_RELAXED) && drain_start())
+		drain_wake();
+}
+
 void sheaf_rcu_free_nofield(void *obj)
 {
 	if (!obj)
@@ -533,6 +610,7 @@ static int rcu_barrier_wait(struct sheaf_cache *only)
 {
 	if (!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE))
 		return 0;
+	nolock_poll();
 	if (config_tiny)
 		urcu_qsbr_barrier();   /* call_rcu() callbacks */
 	threads_foreach(steal_all_cb, only);

@@ -190,39 +190,67 @@ static struct pcs *pcs_of(struct sheaf_cache *c)
 	return c->cls < NR_CLASSES ? &tc->pcs[c->cls] : thread_ext_pcs(tc, c);
 }
 
+/* The caller's thread state with its pcs marked busy (see
+ * thread_cache->busy), or NULL. */
+static struct thread_cache *tc_enter(void)
+{
+	struct thread_cache *tc = thread_cache_get();
+	if (tc) {
+		tc->busy++;
+		barrier();
+	}
+	return tc;
+}
+
+static void tc_leave(struct thread_cache *tc)
+{
+	if (tc) {
+		barrier();
+		tc->busy--;
+	}
+}
+
 void *cache_alloc_any(struct sheaf_cache *c)
 {
+	nolock_poll();
+	struct thread_cache *tc = tc_enter();
 	struct pcs *pcs = pcs_of(c);
-	if (!pcs)
-		return alloc_direct(c);
-	struct sheaf *s = pcs->main;
-	if (s->size) {
-		void *p = s->objects[--s->size];
+	void *p;
+	if (!pcs) {
+		p = alloc_direct(c);
+	} else if (pcs->main->size) {
+		struct sheaf *s = pcs->main;
+		p = s->objects[--s->size];
 		pcs->alloc_fast++;
 		obj_mark_alloc(c, p);
-		return p;
+	} else {
+		test_hook(HOOK_ALLOC_SLOW);
+		p = sheaf_alloc_slow(c, pcs);
 	}
-	return sheaf_alloc_slow(c, pcs);
+	tc_leave(tc);
+	return p;
 }
 
 void cache_free_any(struct sheaf_cache *c, void *obj)
 {
+	struct thread_cache *tc = tc_enter();
 	struct pcs *pcs = pcs_of(c);
 	if (!pcs) {
 		obj_mark_free(c, obj);
 		stat(c, free_slow);
 		cache_free_to_slabs(c, &obj, 1);
 		stat(c, slab_direct);
-		return;
-	}
-	struct sheaf *s = pcs->main;
-	if (s->size < s->capacity) {
+	} else if (pcs->main->size < pcs->main->capacity) {
+		struct sheaf *s = pcs->main;
 		obj_mark_free(c, obj);
 		s->objects[s->size] = obj;
 		barrier();
 		s->size++;
 		pcs->free_fast++;
-		return;
+	} else {
+		test_hook(HOOK_FREE_SLOW);
+		sheaf_free_slow(c, pcs, obj);
 	}
-	sheaf_free_slow(c, pcs, obj);
+	tc_leave(tc);
+	nolock_poll();
 }

@@ -137,6 +137,8 @@ struct pcs *thread_ext_pcs(struct thread_cache *tc, struct sheaf_cache *c)
 		return NULL;
 	for (unsigned int i = 0; i < n; i++)
 		ext[i].main = &sheaf_empty;
+	tc->busy++;                    /* signal handlers read ext too */
+	barrier();
 	lock_acquire(&threads_lock);   /* sheaf_cache_destroy() walks ext */
 	struct pcs *old = tc->ext;
 	unsigned int old_n = tc->nr_ext;
@@ -145,6 +147,8 @@ struct pcs *thread_ext_pcs(struct thread_cache *tc, struct sheaf_cache *c)
 	tc->ext = ext;
 	tc->nr_ext = n;
 	lock_release(&threads_lock);
+	barrier();
+	tc->busy--;
 	meta_free(old, old_n * sizeof(*old));
 	tc->ext[c->id].cache = c;
 	return &tc->ext[c->id];

@@ -76,6 +76,7 @@ struct rcu_ptr {
 /* The implementation behind the macros; call these only through them. */
 SHEAF_API void sheaf_rcu_free_field(void *obj, void *field, const char *func);
 SHEAF_API void sheaf_rcu_free_nofield(void *obj);
+SHEAF_API void sheaf_rcu_free_nolock_field(void *obj, void *field);
 
 #define SHEAF_RCU_FIELD_CHECK(ptr, field)                                               \
 	_Static_assert(_Generic(&(ptr)->field, struct rcu_head *: 1, struct rcu_ptr *: 1, \
@@ -94,7 +95,7 @@ SHEAF_API void sheaf_rcu_free_nofield(void *obj);
  * Thread-safe, callable from any thread (registered or not) and inside a
  * read-side critical section; never waits for a grace period.  May take
  * internal locks briefly and allocate a sheaf: not async-signal-safe (see
- * rcu_free_nolock() in sheaf/nolock.h when it exists).
+ * rcu_free_nolock()).
  */
 #define rcu_free(ptr, field)                                                            \
 	do {                                                                            \
@@ -103,6 +104,24 @@ SHEAF_API void sheaf_rcu_free_nofield(void *obj);
 		if (sheaf_rcu_p_)                                                       \
 			sheaf_rcu_free_field(sheaf_rcu_p_, &sheaf_rcu_p_->field,        \
 					     "rcu_free()");                             \
+	} while (0)
+
+/*
+ * rcu_free_nolock(ptr, field) - rcu_free() for signal handlers (there is no
+ * one-argument form: nothing can be waited for there).  Async-signal-safe:
+ * callable from a handler that interrupted anything, sheaf's malloc, free,
+ * rcu_free() and rcu_free_nolock() included; it never blocks, allocates,
+ * takes a lock or calls call_rcu().  Uses the thread's rcu_free sheaf when
+ * the interrupted code is not using it and it has room, else links the
+ * object through `field` for the drain thread.  The object still waits a
+ * full grace period, and rcu_free_barrier() waits for it too.
+ */
+#define rcu_free_nolock(ptr, field)                                                     \
+	do {                                                                            \
+		__typeof__(ptr) sheaf_rcu_p_ = (ptr);                                   \
+		SHEAF_RCU_FIELD_CHECK(sheaf_rcu_p_, field);                             \
+		if (sheaf_rcu_p_)                                                       \
+			sheaf_rcu_free_nolock_field(sheaf_rcu_p_, &sheaf_rcu_p_->field); \
 	} while (0)
 
 /*
