@@ -29,29 +29,23 @@ size_t do_usable_size(const void *ptr);
 void do_free_sized(void *ptr, size_t size, const char *func);
 int do_malloc_trim(size_t pad);
 
-static inline void *malloc_fast(size_t size)
+static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 {
 	struct thread_cache *tc = sheaf_tc;
 	if (likely(size <= SMALL_MAX && tc)) {
 		struct pcs *pcs = &tc->pcs[size_to_class(size)];
-		tc->busy++;    /* a signal handler must not pop the same slot */
-		barrier();
 		struct sheaf *s = pcs->main;
 		if (likely(s->size)) {
 			void *p = s->objects[--s->size];
 			pcs->alloc_fast++;
 			*(uintptr_t *)p = 0;   /* obj_mark_alloc(): kmalloc markers sit at 0 */
-			barrier();
-			tc->busy--;
 			return p;
 		}
-		barrier();
-		tc->busy--;
 	}
 	return do_malloc_slow(size);
 }
 
-static inline void free_fast(void *ptr, const char *func)
+static inline __attribute__((always_inline)) void free_fast(void *ptr, const char *func)
 {
 	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	struct thread_cache *tc = sheaf_tc;
@@ -60,8 +54,6 @@ static inline void free_fast(void *ptr, const char *func)
 		uintptr_t off = (uintptr_t)ptr - slab->base;
 		uint32_t idx = slab_index(slab, (uintptr_t)ptr);
 		struct pcs *pcs = &tc->pcs[slab->cls];
-		tc->busy++;
-		barrier();
 		struct sheaf *s = pcs->main;
 		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
 			   *(uintptr_t *)ptr != free_marker(ptr) && s->size < s->capacity)) {
@@ -70,12 +62,8 @@ static inline void free_fast(void *ptr, const char *func)
 			barrier();
 			s->size++;
 			pcs->free_fast++;
-			barrier();
-			tc->busy--;
 			return;
 		}
-		barrier();
-		tc->busy--;
 	}
 	do_free_slow(ptr, func);
 }

@@ -421,11 +421,14 @@ void large_fork_child(void);
 
 /* ----------------------------------------------------------------- thread */
 struct thread_cache {
-	/* Non-zero while this thread is changing its pcs (main/spare or the
-	 * sheaves in them): a signal handler's *_nolock() call then keeps its
-	 * hands off them (nolock.c).  Incremented, not set, so that nested
-	 * paths (realloc calling malloc) compose. */
-	unsigned int busy;
+	/* Signal handlers never touch main/spare (nolock.c): they use a
+	 * stash sheaf per size class that only they pop and push, refilled by
+	 * this thread's own slow paths.  So the fast paths carry no flag. */
+	unsigned int busy;           /* ext array being replaced (rcu_free_nolock) */
+	unsigned int nolock_depth;   /* handlers inside a *_nolock() call   */
+	unsigned int nolock_refill;  /* this thread is refilling the stashes */
+	uint64_t nolock_want;        /* classes whose stash ran dry (bits)  */
+	struct sheaf *nolock[NR_CLASSES];
 	struct pcs pcs[NR_CLASSES];  /* malloc size classes               */
 	struct pcs *ext;             /* user caches, by cache->id         */
 	unsigned int nr_ext;
@@ -474,7 +477,11 @@ void cache_free_any(struct sheaf_cache *c, void *obj);
 /* Frees deferred by signal handlers (sheaf_free_nolock() that could not
  * use a sheaf), linked through the marker word of each object. */
 extern void *nolock_deferred;
-extern int rcu_start_pending;   /* rcu.c: a handler queued work, no drain thread */
+extern int rcu_start_pending;
+/* Refills the stashes handlers asked for (thread's own slow paths). */
+void nolock_refill(struct thread_cache *tc);
+/* Gives the stashes back (thread exit). */
+void nolock_release(struct thread_cache *tc);   /* rcu.c: a handler queued work, no drain thread */
 void nolock_process(void);
 void rcu_nolock_poll(void);
 static inline void nolock_poll(void)

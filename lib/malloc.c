@@ -268,13 +268,9 @@ int do_malloc_trim(size_t pad)
 	nolock_poll();
 	struct thread_cache *tc = thread_cache_get();
 	if (tc) {
-		tc->busy++;   /* signal handlers: hands off our sheaves */
-		barrier();
 		for (int i = 0; i < NR_CLASSES; i++)
 			pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
 		threads_foreach(trim_ext, tc);
-		barrier();
-		tc->busy--;
 	}
 	bool released = false;
 	caches_foreach(trim_cache, &released);

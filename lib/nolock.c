@@ -2,23 +2,30 @@
  * nolock.c - allocation and free from signal handlers (the kernel's
  * kmalloc_nolock() / kfree_nolock()).
  *
- * A handler may interrupt its own thread anywhere, including inside
- * malloc's fast path or a slow path that holds a lock.  So these functions
- * never wait for a lock (trylock only), never allocate metadata, never call
- * mmap, and never touch the thread's sheaves while the interrupted code is
- * changing them (thread_cache->busy, maintained by every path that changes
- * a pcs).  When they cannot proceed:
+ * A handler may interrupt its own thread anywhere: inside malloc's inline
+ * fast path, or a slow path holding a lock.  The fast paths carry no flag
+ * (a store pair there cost a third of a malloc/free pair), so a handler
+ * must never touch the thread's main or spare sheaves.  Instead each thread
+ * has, per size class, a small *stash* sheaf that only handlers pop and
+ * push.  The thread's own slow paths refill a stash that a handler found
+ * empty (nolock_want), with nolock_refill set so that a handler arriving in
+ * the middle keeps off.  Handlers nest (another signal inside a handler):
+ * nolock_depth makes the inner one back off.
+ *
+ * When a handler cannot proceed:
  *   sheaf_malloc_nolock() returns NULL (errno EAGAIN);
  *   sheaf_free_nolock() defers the free: the object goes on a lock-free
- *   list (linked through its free-marker word, which free() would have
- *   written anyway) that the next allocator slow path of any thread, or the
- *   rcu drain thread, frees normally.
- * Everything here is async-signal-safe in the POSIX sense: it uses only
- * atomics, trylocks, write(2) (diagnostics) and abort().
+ *   list (linked through its free-marker word, which free() writes anyway)
+ *   that the next allocator slow path of any thread, or the rcu drain
+ *   thread, frees normally.
+ * Everything here is async-signal-safe in the POSIX sense: only atomics,
+ * thread-local stores, write(2) (diagnostics) and abort().
  */
 #include "fastpath.h"
 
 #include <errno.h>
+
+#define STASH_FILL 2   /* refill a stash to capacity / STASH_FILL */
 
 void *nolock_deferred;
 void (*sheaf_test_hook)(int point);
@@ -49,91 +56,93 @@ static void nolock_defer(void *p, uintptr_t e)
 					    __ATOMIC_RELAXED));
 }
 
-/* The pcs of cache c in tc, without creating anything; NULL if none. */
-static struct pcs *pcs_nolock(struct thread_cache *tc, struct sheaf_cache *c)
+/* ----------------------------------------------- the owner's side */
+void nolock_refill(struct thread_cache *tc)
 {
-	if (!c->sheaf_capacity)
-		return NULL;
-	if (c->cls < NR_CLASSES)
-		return &tc->pcs[c->cls];
-	if (c->id < tc->nr_ext && tc->ext[c->id].cache == c)
-		return &tc->ext[c->id];
-	return NULL;
+	uint64_t want = tc->nolock_want;
+	tc->nolock_want = 0;   /* a hint: a bit set meanwhile is only a refill missed */
+	tc->nolock_refill = 1;
+	barrier();
+	while (want) {
+		unsigned int cls = (unsigned int)__builtin_ctzll(want);
+		want &= want - 1;
+		struct sheaf_cache *c = &kmalloc_caches[cls];
+		struct sheaf *s = tc->nolock[cls];
+		if (!s) {
+			s = sheaf_new(c);
+			if (!s)
+				continue;
+			tc->nolock[cls] = s;
+		}
+		unsigned int target = s->capacity / STASH_FILL;
+		if (s->size < target)
+			s->size += cache_alloc_from_slabs(c, s->objects + s->size, target - s->size);
+	}
+	barrier();
+	tc->nolock_refill = 0;
 }
 
-/* The calling thread's state if a handler may use its sheaves now. */
-static struct thread_cache *tc_nolock(void)
+void nolock_release(struct thread_cache *tc)
+{
+	tc->nolock_refill = 1;
+	barrier();
+	for (int i = 0; i < NR_CLASSES; i++) {
+		struct sheaf *s = tc->nolock[i];
+		if (s) {
+			tc->nolock[i] = NULL;
+			sheaf_flush(&kmalloc_caches[i], s);
+			sheaf_delete(s);
+		}
+	}
+}
+
+/* ----------------------------------------------- the handler's side */
+/* The calling thread's state if a handler may use its stashes now; the
+ * caller must nolock_leave() it. */
+static struct thread_cache *nolock_enter(void)
 {
 	struct thread_cache *tc = sheaf_tc;
-	if (!tc || tc->dead || tc->busy)
+	if (!tc || tc->dead)
 		return NULL;
+	if (tc->nolock_depth++ || tc->nolock_refill) {
+		tc->nolock_depth--;
+		return NULL;
+	}
+	barrier();
 	return tc;
 }
 
-static void *pop_nolock(struct sheaf_cache *c, struct pcs *pcs)
+static void nolock_leave(struct thread_cache *tc)
 {
-	struct sheaf *s = pcs->main;
-	if (!s->size) {
-		struct sheaf *spare = pcs->spare;
-		if (spare && spare->size) {
-			pcs->spare = s;
-			pcs->main = s = spare;
-		} else if (s != &sheaf_empty) {
-			struct sheaf *full = barn_try_replace_empty(c, s);
-			if (!full)
-				return NULL;
-			pcs->main = s = full;
-		} else {
-			return NULL;
-		}
-	}
-	void *p = s->objects[--s->size];
-	pcs->alloc_fast++;
-	obj_mark_alloc(c, p);
-	return p;
+	barrier();
+	tc->nolock_depth--;
 }
 
 void *sheaf_malloc_nolock(size_t size)
 {
-	struct thread_cache *tc = tc_nolock();
-	if (!tc || size > SMALL_MAX) {
+	if (size > SMALL_MAX) {
+		errno = EAGAIN;   /* large mappings need mmap and locks */
+		return NULL;
+	}
+	struct thread_cache *tc = nolock_enter();
+	if (!tc) {
 		errno = EAGAIN;
 		return NULL;
 	}
-	struct sheaf_cache *c = &kmalloc_caches[size_to_class(size)];
-	tc->busy++;
-	barrier();
-	void *p = pop_nolock(c, &tc->pcs[c->cls]);
-	barrier();
-	tc->busy--;
+	unsigned int cls = size_to_class(size);
+	struct sheaf *s = tc->nolock[cls];
+	void *p = NULL;
+	if (s && s->size) {
+		p = s->objects[--s->size];
+		obj_mark_alloc(&kmalloc_caches[cls], p);
+		stat(&kmalloc_caches[cls], alloc_slow);
+	}
+	if (!s || !s->size)
+		tc->nolock_want |= 1ull << cls;   /* the thread refills it later */
+	nolock_leave(tc);
 	if (!p)
 		errno = EAGAIN;
 	return p;
-}
-
-static bool push_nolock(struct sheaf_cache *c, struct pcs *pcs, void *p)
-{
-	struct sheaf *s = pcs->main;
-	if (s->size == s->capacity) {
-		struct sheaf *spare = pcs->spare;
-		if (spare && spare->size < spare->capacity) {
-			pcs->spare = s;
-			pcs->main = s = spare;
-		} else if (s != &sheaf_empty) {
-			struct sheaf *empty = barn_try_replace_full(c, s);
-			if (!empty)
-				return false;
-			pcs->main = s = empty;
-		} else {
-			return false;
-		}
-	}
-	obj_mark_free(c, p);
-	s->objects[s->size] = p;
-	barrier();
-	s->size++;
-	pcs->free_fast++;
-	return true;
 }
 
 void sheaf_free_nolock(void *ptr)
@@ -153,17 +162,21 @@ void sheaf_free_nolock(void *ptr)
 		nolock_defer(ptr, e);   /* unmapping takes locks: later */
 		return;
 	}
-	struct slab *s = cache_check_free(func, e, ptr);
-	if (!s)
+	struct slab *slab = cache_check_free(func, e, ptr);
+	if (!slab)
 		return;
-	struct thread_cache *tc = tc_nolock();
-	struct pcs *pcs = tc ? pcs_nolock(tc, s->cache) : NULL;
-	if (pcs) {
-		tc->busy++;
-		barrier();
-		bool done = push_nolock(s->cache, pcs, ptr);
-		barrier();
-		tc->busy--;
+	struct sheaf_cache *c = slab->cache;
+	struct thread_cache *tc = c->cls < NR_CLASSES ? nolock_enter() : NULL;
+	if (tc) {
+		struct sheaf *s = tc->nolock[c->cls];
+		bool done = false;
+		if (s && s->size < s->capacity) {
+			obj_mark_free(c, ptr);
+			s->objects[s->size++] = ptr;
+			stat(c, free_slow);
+			done = true;
+		}
+		nolock_leave(tc);
 		if (done)
 			return;
 	}

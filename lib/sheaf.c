@@ -190,24 +190,18 @@ static struct pcs *pcs_of(struct sheaf_cache *c)
 	return c->cls < NR_CLASSES ? &tc->pcs[c->cls] : thread_ext_pcs(tc, c);
 }
 
-/* The caller's thread state with its pcs marked busy (see
- * thread_cache->busy), or NULL. */
+/* The caller's thread state; refills what signal handlers ran out of. */
 static struct thread_cache *tc_enter(void)
 {
 	struct thread_cache *tc = thread_cache_get();
-	if (tc) {
-		tc->busy++;
-		barrier();
-	}
+	if (tc && unlikely(tc->nolock_want))
+		nolock_refill(tc);
 	return tc;
 }
 
 static void tc_leave(struct thread_cache *tc)
 {
-	if (tc) {
-		barrier();
-		tc->busy--;
-	}
+	(void)tc;
 }
 
 void *cache_alloc_any(struct sheaf_cache *c)

@@ -199,6 +199,7 @@ unsigned long threads_count(void)
 static void __thread_cache_release(struct thread_cache *tc)
 {
 	rcu_thread_exit(tc);   /* pending rcu_free()s go to the drain thread */
+	nolock_release(tc);
 	for (int i = 0; i < NR_CLASSES; i++)
 		pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
 	/* An entry whose cache was destroyed was drained by the destroy

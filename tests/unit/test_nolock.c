@@ -26,7 +26,7 @@ struct obj {
 };
 
 static volatile sig_atomic_t target = -1, fired[8];
-static int nolock_null_while_busy, handler_runs;
+static int nolock_null_while_busy, handler_runs, handler_allocs;
 static struct obj *held[16];
 
 static void handler(int sig)
@@ -34,11 +34,13 @@ static void handler(int sig)
 	(void)sig;
 	handler_runs++;
 	struct thread_cache *tc = sheaf_tc;
-	bool busy = tc && tc->busy;
+	bool busy = tc && tc->nolock_refill;
 	struct obj *o = sheaf_malloc_nolock(sizeof(struct obj));
 	if (!o && busy)
 		nolock_null_while_busy++;
-	CHECK(!busy || o == NULL);   /* never touches sheaves being changed */
+	if (o)
+		handler_allocs++;
+	CHECK(!busy || o == NULL);   /* never touches a stash being refilled */
 	for (int i = 0; i < 16; i++) {
 		if (!held[i]) {
 			held[i] = o;
@@ -123,8 +125,10 @@ int main(void)
 	int64_t end = live();
 	CHECKF(end == base, "live objects %lld before, %lld after: lost or doubled frees",
 	       (long long)base, (long long)end);
-	printf("test_nolock: %d handler runs, %d sheaf_malloc_nolock() refusals while the "
-	       "thread's sheaves were busy\n", handler_runs, nolock_null_while_busy);
-	CHECK(nolock_null_while_busy > 0);
+	printf("test_nolock: %d handler runs, %d sheaf_malloc_nolock() successes\n", handler_runs,
+	       handler_allocs);
+	/* The first call of each round finds the stash empty and asks the
+	 * thread to refill it; later ones are served. */
+	CHECK(handler_allocs > 0);
 	return check_done("test_nolock");
 }
