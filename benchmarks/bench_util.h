@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,9 +144,22 @@ static inline void report_row(gb_state *st, int64_t items)
 	gb_counter_set(st, "peak_rss_kib", (double)peak_rss_kib(), GB_COUNTER_DEFAULT);
 }
 
-/* One configuration for every row: wall-clock time (threads wait for each
- * other in several rows, and CPU time would hide that). */
-static inline gb_bench *row(const char *name, gb_fn fn, void *arg)
+/*
+ * The two clocks rows are measured with.
+ *
+ * row(): the CPU time of the thread running the row (Google Benchmark's
+ * default, CLOCK_THREAD_CPUTIME_ID, user + system, so page faults and
+ * system calls count).  For single-threaded rows this is the same as the
+ * wall-clock time on an idle machine, but it does not grow when other
+ * processes take the CPU away: the development machine is a shared 2-core
+ * VM, where wall-clock times of the same run differ by 2x under load.
+ *
+ * row_wall(): wall-clock time (UseRealTime), for rows with several threads
+ * or with waiting (grace periods, a background thread): there the time a
+ * thread spends blocked is part of the cost, and CPU time would hide an
+ * allocator that serialises its threads on a lock.
+ */
+static inline gb_bench *row_clock(const char *name, gb_fn fn, void *arg, bool wall)
 {
 	gb_bench *b = gb_register(name, fn, arg);
 
@@ -153,8 +167,28 @@ static inline gb_bench *row(const char *name, gb_fn fn, void *arg)
 		fprintf(stderr, "bench: cannot register %s\n", name);
 		exit(1);
 	}
-	gb_use_real_time(b);
+	if (wall)
+		gb_use_real_time(b);
 	return b;
+}
+
+static inline gb_bench *row(const char *name, gb_fn fn, void *arg)
+{
+	return row_clock(name, fn, arg, false);
+}
+
+static inline gb_bench *row_wall(const char *name, gb_fn fn, void *arg)
+{
+	return row_clock(name, fn, arg, true);
+}
+
+/* CPU time of the calling thread, ns. */
+static inline uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 #endif /* BENCH_UTIL_H */

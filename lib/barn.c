@@ -192,3 +192,13 @@ struct sheaf *barn_try_replace_full(struct sheaf_cache *c, struct sheaf *full)
 	lock_release(&b->lock);
 	return empty;
 }
+
+struct sheaf *barn_try_get_empty(struct sheaf_cache *c)
+{
+	struct barn *b = &c->barn;
+	if (!lock_try(&b->lock))
+		return NULL;
+	struct sheaf *s = pop(&b->empty, &b->nr_empty);
+	lock_release(&b->lock);
+	return s;
+}

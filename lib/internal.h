@@ -302,6 +302,7 @@ struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
 /* trylock variants for signal handlers: NULL when the lock is busy too. */
 struct sheaf *barn_try_replace_empty(struct sheaf_cache *c, struct sheaf *empty);
 struct sheaf *barn_try_replace_full(struct sheaf_cache *c, struct sheaf *full);
+struct sheaf *barn_try_get_empty(struct sheaf_cache *c);
 /* Takes every sheaf out of the barn: full ones are flushed to slabs. */
 void barn_drain(struct sheaf_cache *c);
 

@@ -547,6 +547,15 @@ void sheaf_rcu_free_nolock_field(void *obj, void *field)
 			      &tc->ext[c->id] : NULL;
 		struct sheaf **slot = pcs ? &pcs->rcu_free : NULL;
 		struct sheaf *s = slot ? __atomic_exchange_n(slot, RCU_CLAIMED, __ATOMIC_ACQUIRE) : NULL;
+		if (!s && slot) {
+			/* An empty sheaf from the barn, if its lock is free:
+			 * taking one never blocks and allocates nothing. */
+			s = barn_try_get_empty(c);
+			if (s) {
+				s->cache = c;
+				mark_dirty(tc);
+			}
+		}
 		if (s && s != RCU_CLAIMED) {
 			s->objects[s->size++] = obj;
 			stat(c, free_rcu_sheaf);
