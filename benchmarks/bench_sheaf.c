@@ -234,8 +234,20 @@ static void start_reader(void)
  * with the method's barrier (offline, as QSBR requires), so the rate
  * includes freeing everything, not just queueing it: rcu_free_barrier(),
  * rcu_barrier() or rcu_defer_barrier().  Counters (sheaf's methods): the
- * grace periods sheaf's drain thread waited for, per object.
+ * objects freed per grace period that sheaf's drain thread waited for.
+ *
+ * QSBR discipline: an updater is online only inside its batch.  Google
+ * Benchmark's start and stop barriers block, and a registered thread that
+ * blocks online stalls every grace period; a grace period holds liburcu's
+ * registry lock, which the next thread's rcu_register_thread() needs.
+ *
+ * defer_rcu: liburcu 0.13 asserts in rcu_defer_register_thread() when a
+ * thread registers again after having used defer_rcu(), so thread 0 (the
+ * main thread, the same in every run) registers once and stays registered;
+ * the other threads are new in every run and unregister at its end.
  */
+static __thread bool defer_registered;
+
 static void bm_rcu(gb_state *st, void *arg)
 {
 	enum rcu_method m = (enum rcu_method)(uintptr_t)arg;
@@ -245,16 +257,21 @@ static void bm_rcu(gb_state *st, void *arg)
 	if (m == R_NOLOCK_SIGNAL)
 		pthread_once(&handler_once, install_nolock_handler);
 	rcu_register_thread();
-	if (m == R_DEFER_RCU && rcu_defer_register_thread()) {
-		gb_skip_with_error(st, "rcu_defer_register_thread failed");
-		rcu_unregister_thread();
-		return;
+	if (m == R_DEFER_RCU && !defer_registered) {
+		if (rcu_defer_register_thread()) {
+			gb_skip_with_error(st, "rcu_defer_register_thread failed");
+			rcu_unregister_thread();
+			return;
+		}
+		defer_registered = true;
 	}
+	rcu_thread_offline();
 	if (gb_state_thread_index(st) == 0)
 		sheaf_stats_get(&s0);
 
 	int64_t n = gb_max_iterations(st);
 	while (gb_keep_running_batch(st, n)) {
+		rcu_thread_online();
 		for (int64_t i = 0; i < n; i++) {
 			if (m == R_RCU_FREE_PTR || m == R_NOLOCK || m == R_NOLOCK_SIGNAL) {
 				struct rnode_ptr *o = malloc(sizeof(*o));
@@ -306,10 +323,11 @@ static void bm_rcu(gb_state *st, void *arg)
 			rcu_defer_barrier();
 		else if (rcu_free_barrier() != 0)
 			gb_skip_with_error(st, "rcu_free_barrier failed");
-		rcu_thread_online();
 	}
-	if (m == R_DEFER_RCU)
+	if (defer_registered && gb_state_thread_index(st) != 0) {
 		rcu_defer_unregister_thread();
+		defer_registered = false;
+	}
 	rcu_unregister_thread();
 	if (gb_state_thread_index(st) == 0) {
 		sheaf_stats_get(&s1);

@@ -25,6 +25,7 @@
 
 #include <errno.h>
 
+#define STASH_CAP 32   /* objects a stash holds (also in tiny builds) */
 #define STASH_FILL 2   /* refill a stash to capacity / STASH_FILL */
 
 void *nolock_deferred;
@@ -69,9 +70,10 @@ void nolock_refill(struct thread_cache *tc)
 		struct sheaf_cache *c = &kmalloc_caches[cls];
 		struct sheaf *s = tc->nolock[cls];
 		if (!s) {
-			s = sheaf_new(c);
+			s = meta_alloc(sizeof(*s) + STASH_CAP * sizeof(void *));
 			if (!s)
 				continue;
+			s->capacity = STASH_CAP;
 			tc->nolock[cls] = s;
 		}
 		unsigned int target = s->capacity / STASH_FILL;

@@ -883,6 +883,7 @@ static void op_cache_destroy(struct reader *r)
 		 * /dev/null meanwhile. */
 		if (c->live > 2)
 			return;
+		go_offline();   /* destroy waits for a grace period first */
 		fflush(stderr);
 		int saved = dup(2), devnull = open("/dev/null", O_WRONLY);
 		if (saved >= 0 && devnull >= 0)
@@ -900,6 +901,7 @@ static void op_cache_destroy(struct reader *r)
 		EXPECT(rc == -1 && errno == EBUSY, "sheaf_cache_destroy() with %u live objects = %d, "
 		       "errno %d", c->live, rc, errno);
 		verify_all("after a refused destroy");
+		go_online();
 		return;
 	}
 	/* Pending rcu_free()'d objects of the cache are waited for: a grace

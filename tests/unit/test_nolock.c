@@ -114,7 +114,10 @@ int main(void)
 				rcu_free_barrier();   /* partial rcu sheaves go, slabs get flushed */
 			target = -1;
 		}
-		CHECKF(fired[point] > 0, "hook point '%s' was never reached", names[point]);
+		/* Tiny builds have no sheaves, barns or rcu sheaves. */
+		bool tiny = sheaf_build_flags() & SHEAF_BUILD_TINY;
+		bool exists = !tiny || point == HOOK_SLABS_LOCKED || point == HOOK_LARGE_LOCKED;
+		CHECKF(!exists || fired[point] > 0, "hook point '%s' was never reached", names[point]);
 		printf("test_nolock: %-18s fired %d times\n", names[point], (int)fired[point]);
 	}
 	sheaf_test_hook = NULL;
