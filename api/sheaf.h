@@ -224,6 +224,9 @@ SHEAF_API void sheaf_stats_foreach(void (*fn)(const struct sheaf_cache_stats *st
 SHEAF_API void sheaf_cache_stats_get(struct sheaf_cache *cache, struct sheaf_cache_stats *out);
 /* The slabinfo-like table that SHEAF_STATS=1 prints at exit. */
 SHEAF_API void sheaf_stats_print(FILE *out);
+/* The same as JSON (SHEAF_STATS=json): {"caches": [...], "totals": {...}};
+ * the caches array ends with a null element. */
+SHEAF_API void sheaf_stats_print_json(FILE *out);
 /* Human name of a counter, e.g. "barn_get". */
 SHEAF_API const char *sheaf_stat_name(enum sheaf_stat_item item);
 

@@ -16,6 +16,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef HAVE_LIBUNWIND
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+#endif
+
 struct out {
 	char *buf;
 	size_t cap, len;
@@ -174,6 +179,41 @@ void diag_printf(const char *fmt, ...)
 	diag_write(buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
+/*
+ * The caller's stack, one frame a line, after a report.  libunwind's local
+ * unwinder allocates nothing through malloc (its caches come from mmap),
+ * so it is safe while the allocator being reported on is in any state.
+ * sheaf's own frames (diag_*, the check that called it) are skipped.
+ */
+void diag_backtrace(void)
+{
+#ifdef HAVE_LIBUNWIND
+	if (!sheaf_opt.backtrace)
+		return;
+	unw_context_t ctx;
+	unw_cursor_t cursor;
+	if (unw_getcontext(&ctx) != 0 || unw_init_local(&cursor, &ctx) != 0)
+		return;
+	int n = 0;
+	bool ours = true;
+	while (n < 24 && unw_step(&cursor) > 0) {
+		unw_word_t ip = 0, off = 0;
+		char name[160];
+		unw_get_reg(&cursor, UNW_REG_IP, &ip);
+		bool named = unw_get_proc_name(&cursor, name, sizeof(name), &off) == 0;
+		if (ours && named && (strncmp(name, "diag_", 5) == 0 || strncmp(name, "cache_check", 11) == 0 ||
+				      strncmp(name, "large_check", 11) == 0 || strncmp(name, "rcu_check", 9) == 0))
+			continue;
+		ours = false;
+		if (named)
+			diag_printf("    #%d %p %s+0x%lx\n", n, (void *)ip, name, (unsigned long)off);
+		else
+			diag_printf("    #%d %p\n", n, (void *)ip);
+		n++;
+	}
+#endif
+}
+
 void diag_bad_pointer(const char *func, const void *ptr, const char *fmt, ...)
 {
 	char buf[512];
@@ -188,6 +228,7 @@ void diag_bad_pointer(const char *func, const void *ptr, const char *fmt, ...)
 	buf[n++] = '\n';
 	diag_write(buf, (size_t)n);
 	(void)ptr;
+	diag_backtrace();
 	if (sheaf_opt.abort_on_error)
 		abort();
 }

@@ -127,6 +127,8 @@ static inline void lock_reinit(sheaf_lock_t *l)
 #define SHEAF_OPTIONS(X)                                                             \
 	X(bool, abort_on_error, 1, "abort() after diagnosing a bad free; 0 = report, leak the block, continue") \
 	X(bool, stats, 0, "print the statistics table on stderr at exit (alias: SHEAF_STATS=1)") \
+	X(bool, stats_json, 0, "print the statistics at exit as JSON instead (alias: SHEAF_STATS=json)") \
+	X(bool, backtrace, 1, "add a libunwind backtrace to every bad-pointer report")  \
 	X(size, large_cache, 8u << 20, "bytes of freed large mappings kept for reuse")    \
 	X(size, large_cache_max, 4u << 20, "largest single mapping kept in the large cache") \
 	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
@@ -161,6 +163,7 @@ int diag_snprintf(char *buf, size_t n, const char *fmt, ...) __attribute__((form
  * abort_on_error=0). */
 cold void diag_bad_pointer(const char *func, const void *ptr, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+cold void diag_backtrace(void);
 cold __attribute__((noreturn)) void diag_fatal(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 cold __attribute__((noreturn)) void diag_assert_fail(const char *cond, const char *file, int line);

@@ -165,14 +165,17 @@ void options_print_help(void)
 		static const char *const tn[] = { "bool", "size", "uint" };
 		diag_printf("  %-16s %-4s default %-10llu %s\n", d->name, tn[d->type], d->def, d->help);
 	}
-	diag_printf("aliases: SHEAF_STATS=1 (stats=1)\n");
+	diag_printf("aliases: SHEAF_STATS=1 (stats=1), SHEAF_STATS=json (stats=1:stats_json=1)\n");
 }
 
 void options_init(void)
 {
 	options_defaults(&sheaf_opt);
 	const char *st = getenv("SHEAF_STATS");
-	if (st && *st && strcmp(st, "0") != 0)
+	if (st && *st && strcmp(st, "0") != 0) {
 		sheaf_opt.stats = true;
+		if (strcmp(st, "json") == 0)
+			sheaf_opt.stats_json = true;
+	}
 	options_parse(&sheaf_opt, getenv("SHEAF_OPTIONS"), true);
 }

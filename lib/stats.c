@@ -187,6 +187,41 @@ void sheaf_stats_print(FILE *f)
 	fflush(f);
 }
 
+static void json_cache(const struct sheaf_cache_stats *st, void *arg)
+{
+	FILE *f = arg;
+	const uint64_t *e = st->events;
+	if (!e[SHEAF_STAT_alloc_fast] && !e[SHEAF_STAT_alloc_slow] && !st->slabs)
+		return;
+	fprintf(f, "    {\"name\": \"%s\", \"object_size\": %zu, \"slab_bytes\": %zu, "
+		"\"objects_per_slab\": %zu, \"sheaf_capacity\": %zu, \"slabs\": %zu, "
+		"\"objects_total\": %zu, \"objects_active\": %zu, \"barn_full\": %zu, "
+		"\"barn_empty\": %zu, \"events\": {",
+		st->name, st->object_size, st->slab_bytes, st->objects_per_slab, st->sheaf_capacity,
+		st->slabs, st->objects_total, st->objects_active, st->barn_full, st->barn_empty);
+	for (int i = 0; i < SHEAF_NR_STATS; i++)
+		fprintf(f, "%s\"%s\": %llu", i ? ", " : "", stat_names[i], (unsigned long long)e[i]);
+	fprintf(f, "}},\n");
+}
+
+void sheaf_stats_print_json(FILE *f)
+{
+	struct sheaf_stats t;
+	sheaf_stats_get(&t);
+	fprintf(f, "{\"sheaf\": \"%s\", \"pid\": %d,\n  \"caches\": [\n", SHEAF_VERSION, (int)getpid());
+	sheaf_stats_foreach(json_cache, f);
+	fprintf(f, "    null\n  ],\n  \"totals\": {\"allocs\": %llu, \"frees\": %llu, \"threads\": %zu, "
+		"\"mapped_bytes\": %zu, \"resident_slab_bytes\": %zu, \"active_bytes\": %zu, "
+		"\"large_allocs\": %zu, \"large_bytes\": %zu, \"large_cached_bytes\": %zu, "
+		"\"rcu_grace_periods\": %llu, \"rcu_objects_freed\": %llu, \"rcu_pending\": %llu, "
+		"\"rcu_fallback\": %llu}\n}\n",
+		(unsigned long long)t.allocs, (unsigned long long)t.frees, t.threads, t.mapped_bytes,
+		t.resident_slab_bytes, t.active_bytes, t.large_allocs, t.large_bytes, t.large_cached_bytes,
+		(unsigned long long)t.rcu_grace_periods, (unsigned long long)t.rcu_objects_freed,
+		(unsigned long long)t.rcu_pending, (unsigned long long)t.rcu_fallback);
+	fflush(f);
+}
+
 /* coreutils, grep, tar, xz... close stderr before exit; the table goes to
  * a copy of fd 2 taken at start-up (close-on-exec, so children do not
  * inherit it). */
@@ -203,7 +238,10 @@ __attribute__((destructor)) void stats_at_exit(void)
 	if (!sheaf_ready || !sheaf_opt.stats)
 		return;
 	FILE *f = stats_fd >= 0 ? fdopen(stats_fd, "w") : NULL;
-	sheaf_stats_print(f ? f : stderr);
+	if (sheaf_opt.stats_json)
+		sheaf_stats_print_json(f ? f : stderr);
+	else
+		sheaf_stats_print(f ? f : stderr);
 	if (f)
 		fclose(f);
 }
