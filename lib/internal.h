@@ -423,6 +423,19 @@ void large_fork_prepare(void);
 void large_fork_parent(void);
 void large_fork_child(void);
 
+/* --------------------------------------------------------------- valgrind */
+/*
+ * Under valgrind (memcheck started with --soname-synonyms=somalloc=
+ * nouserintercepts, so that sheaf rather than valgrind's malloc runs),
+ * threads get no per-thread state: every allocation and free takes the
+ * slow path, and that is where memcheck is told about blocks
+ * (MALLOCLIKE/FREELIKE: freed memory becomes NOACCESS, leaks are
+ * reported).  The fast paths stay free of client requests.
+ */
+extern int sheaf_on_valgrind;
+void vg_alloc(const void *p, size_t size, bool zeroed);
+void vg_free(const void *p);
+
 /* ----------------------------------------------------------------- thread */
 struct thread_cache {
 	/* Signal handlers never touch main/spare (nolock.c): they use a

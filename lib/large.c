@@ -88,6 +88,7 @@ void *large_alloc(size_t size, size_t align, bool zero)
 		}
 		lock_release(&large_lock);
 		if (best) {
+			vg_alloc((void *)best->user, size, false);
 			if (zero)
 				memset((void *)best->user, 0, size);
 			return (void *)best->user;
@@ -116,12 +117,14 @@ void *large_alloc(size_t size, size_t align, bool zero)
 	lock_acquire(&large_lock);
 	live_add(l);
 	lock_release(&large_lock);
+	vg_alloc(p, size, true);
 	return p;   /* fresh anonymous memory is zero */
 }
 
 void large_free(struct large *l)
 {
 	struct large *evict = NULL;
+	vg_free((void *)l->user);
 	lock_acquire(&large_lock);
 	test_hook(HOOK_LARGE_LOCKED);
 	nr_frees++;
@@ -161,8 +164,8 @@ void large_free(struct large *l)
 void *large_realloc(struct large *l, size_t size)
 {
 	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	if (bytes < size || l->user != l->base)
-		return NULL;   /* aligned mappings move by copy (caller) */
+	if (bytes < size || l->user != l->base || sheaf_on_valgrind)
+		return NULL;   /* aligned mappings (and memcheck's blocks) move by copy */
 	if (bytes == l->map_bytes)
 		return (void *)l->user;
 	if (bytes < l->map_bytes) {

@@ -61,6 +61,7 @@ static void *alloc_direct(struct sheaf_cache *c)
 		errno = ENOMEM;
 		return NULL;
 	}
+	vg_alloc(p, c->object_size, false);
 	obj_mark_alloc(c, p);
 	stat(c, alloc_slow);
 	stat(c, slab_direct);
@@ -234,6 +235,7 @@ void cache_free_any(struct sheaf_cache *c, void *obj)
 		stat(c, free_slow);
 		cache_free_to_slabs(c, &obj, 1);
 		stat(c, slab_direct);
+		vg_free(obj);
 	} else if (pcs->main->size < pcs->main->capacity) {
 		struct sheaf *s = pcs->main;
 		obj_mark_free(c, obj);

@@ -21,12 +21,36 @@
 #include <sys/auxv.h>
 #include <sys/random.h>
 #include <unistd.h>
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+#include <valgrind/memcheck.h>
+#endif
 
 __thread struct thread_cache *sheaf_tc __attribute__((tls_model("initial-exec")));
 static __thread int tc_creating __attribute__((tls_model("initial-exec")));
 
 int sheaf_ready;
+int sheaf_on_valgrind;
 uint64_t sheaf_free_key;
+
+void vg_alloc(const void *p, size_t size, bool zeroed)
+{
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+	if (sheaf_on_valgrind)
+		VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, zeroed);
+#else
+	(void)p, (void)size, (void)zeroed;
+#endif
+}
+
+void vg_free(const void *p)
+{
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+	if (sheaf_on_valgrind)
+		VALGRIND_FREELIKE_BLOCK(p, 0);
+#else
+	(void)p;
+#endif
+}
 static int init_state;  /* 0 none, 1 running, 2 done */
 static pthread_key_t tc_key;
 
@@ -62,6 +86,9 @@ void sheaf_init(void)
 					__ATOMIC_ACQUIRE)) {
 		options_init();
 		stats_init();
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+		sheaf_on_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
+#endif
 		sheaf_free_key = make_key();
 		sizeclass_init();
 		if (pthread_key_create(&tc_key, thread_cache_exit) != 0)
@@ -90,7 +117,7 @@ struct thread_cache *thread_cache_get(void)
 		return tc->dead ? NULL : tc;
 	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
 		sheaf_init();
-	if (tc_creating)
+	if (tc_creating || sheaf_on_valgrind)
 		return NULL;   /* pthread_setspecific() below may call calloc */
 	tc_creating = 1;
 	tc = meta_alloc(sizeof(*tc));

@@ -36,4 +36,27 @@ for t in test_api test_cache_api test_random_mt; do
 		"$B/libtool" --mode=execute $VG --soname-synonyms=somalloc=nouserintercepts \
 		"$B/tests/integration/$t"
 done
+# memcheck learns about sheaf's blocks through client requests: it must see
+# a use after free, a read of an rcu_free()'d object once its grace period
+# is over, and a leak - and nothing in a clean run (which also reads an
+# rcu_free()'d object *before* the grace period ends: that is allowed).
+VC="$B/tests/integration/vg_client"
+if [ -x "$VC" ]; then
+	VGS="$B/libtool --mode=execute valgrind -q --soname-synonyms=somalloc=nouserintercepts"
+	run "memcheck: clean run of vg_client" $VGS --error-exitcode=99 "$VC" clean
+	for mode in uaf rcu; do
+		out=$($VGS "$VC" $mode 2>&1)
+		if echo "$out" | grep -q "Invalid read"; then
+			echo "ok   - memcheck reports the $mode read through sheaf"
+		else
+			echo "FAIL - memcheck did not report the $mode read"; echo "$out" | tail -20; fail=1
+		fi
+	done
+	out=$($VGS --leak-check=full "$VC" leak 2>&1)
+	if echo "$out" | grep -q "bytes in 1 blocks are definitely lost"; then
+		echo "ok   - memcheck's leak check finds a block leaked through sheaf"
+	else
+		echo "FAIL - memcheck did not report the leak"; echo "$out" | tail -20; fail=1
+	fi
+fi
 exit $fail
