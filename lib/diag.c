@@ -188,7 +188,9 @@ void diag_printf(const char *fmt, ...)
 void diag_backtrace(void)
 {
 #ifdef HAVE_LIBUNWIND
-	if (!sheaf_opt.backtrace)
+	/* valgrind prints its own stacks, and libunwind's address probes
+	 * (write(2) of unmapped bytes) would be reported as errors. */
+	if (!sheaf_opt.backtrace || sheaf_under_valgrind)
 		return;
 	unw_context_t ctx;
 	unw_cursor_t cursor;

@@ -129,6 +129,7 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(bool, stats, 0, "print the statistics table on stderr at exit (alias: SHEAF_STATS=1)") \
 	X(bool, stats_json, 0, "print the statistics at exit as JSON instead (alias: SHEAF_STATS=json)") \
 	X(bool, backtrace, 1, "add a libunwind backtrace to every bad-pointer report")  \
+	X(bool, valgrind, 1, "under valgrind: report blocks to memcheck (threads then run without sheaves)") \
 	X(size, large_cache, 8u << 20, "bytes of freed large mappings kept for reuse")    \
 	X(size, large_cache_max, 4u << 20, "largest single mapping kept in the large cache") \
 	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
@@ -432,9 +433,12 @@ void large_fork_child(void);
  * (MALLOCLIKE/FREELIKE: freed memory becomes NOACCESS, leaks are
  * reported).  The fast paths stay free of client requests.
  */
-extern int sheaf_on_valgrind;
+extern int sheaf_on_valgrind;     /* under valgrind and telling memcheck */
+extern int sheaf_under_valgrind;  /* under valgrind at all */
 void vg_alloc(const void *p, size_t size, bool zeroed);
 void vg_free(const void *p);
+/* A reused run of pages: no longer the freed blocks memcheck remembers. */
+void vg_fresh(const void *p, size_t size);
 
 /* ----------------------------------------------------------------- thread */
 struct thread_cache {

@@ -88,7 +88,7 @@ void *large_alloc(size_t size, size_t align, bool zero)
 		}
 		lock_release(&large_lock);
 		if (best) {
-			vg_alloc((void *)best->user, size, false);
+			vg_alloc((void *)best->user, large_usable(best), false);
 			if (zero)
 				memset((void *)best->user, 0, size);
 			return (void *)best->user;
@@ -117,7 +117,7 @@ void *large_alloc(size_t size, size_t align, bool zero)
 	lock_acquire(&large_lock);
 	live_add(l);
 	lock_release(&large_lock);
-	vg_alloc(p, size, true);
+	vg_alloc(p, large_usable(l), true);   /* usable size, as malloc_usable_size() says */
 	return p;   /* fresh anonymous memory is zero */
 }
 

@@ -61,7 +61,10 @@ static void *alloc_direct(struct sheaf_cache *c)
 		errno = ENOMEM;
 		return NULL;
 	}
-	vg_alloc(p, c->object_size, false);
+	/* The marker word must lie inside what memcheck calls the block
+	 * (objects smaller than a word keep it in their stride). */
+	vg_alloc(p, c->marker_off || c->object_size >= sizeof(uintptr_t) ? c->object_size :
+		 sizeof(uintptr_t), /* constructed objects are defined */ c->ctor != NULL);
 	obj_mark_alloc(c, p);
 	stat(c, alloc_slow);
 	stat(c, slab_direct);
@@ -232,10 +235,12 @@ void cache_free_any(struct sheaf_cache *c, void *obj)
 	struct pcs *pcs = pcs_of(c);
 	if (!pcs) {
 		obj_mark_free(c, obj);
+		/* memcheck hears of the free before another thread can take
+		 * the object from the slab and allocate it again. */
+		vg_free(obj);
 		stat(c, free_slow);
 		cache_free_to_slabs(c, &obj, 1);
 		stat(c, slab_direct);
-		vg_free(obj);
 	} else if (pcs->main->size < pcs->main->capacity) {
 		struct sheaf *s = pcs->main;
 		obj_mark_free(c, obj);

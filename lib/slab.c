@@ -32,6 +32,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 		meta_free(s, slab_header_size(objects));
 		return NULL;
 	}
+	vg_fresh(run, SLAB_MIN_BYTES << c->slab_order);
 	s->base = (uintptr_t)run;
 	s->recip = c->recip;
 	s->size = c->size;

@@ -30,6 +30,7 @@ static __thread int tc_creating __attribute__((tls_model("initial-exec")));
 
 int sheaf_ready;
 int sheaf_on_valgrind;
+int sheaf_under_valgrind;
 uint64_t sheaf_free_key;
 
 void vg_alloc(const void *p, size_t size, bool zeroed)
@@ -39,6 +40,16 @@ void vg_alloc(const void *p, size_t size, bool zeroed)
 		VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, zeroed);
 #else
 	(void)p, (void)size, (void)zeroed;
+#endif
+}
+
+void vg_fresh(const void *p, size_t size)
+{
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+	if (sheaf_under_valgrind)
+		VALGRIND_MAKE_MEM_DEFINED(p, size);
+#else
+	(void)p, (void)size;
 #endif
 }
 
@@ -87,7 +98,8 @@ void sheaf_init(void)
 		options_init();
 		stats_init();
 #ifdef HAVE_VALGRIND_MEMCHECK_H
-		sheaf_on_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
+		sheaf_under_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
+		sheaf_on_valgrind = sheaf_under_valgrind && sheaf_opt.valgrind;
 #endif
 		sheaf_free_key = make_key();
 		sizeclass_init();
