@@ -144,6 +144,14 @@ SHEAF_API int sheaf_cache_destroy(struct sheaf_cache *cache);
 SHEAF_API size_t sheaf_cache_object_size(const struct sheaf_cache *cache);
 SHEAF_API const char *sheaf_cache_name(const struct sheaf_cache *cache);
 
+/*
+ * With SHEAF_DEBUG=Z or P: checks the red zones of every allocated object
+ * and the poison of every free one in the debugged caches, reporting each
+ * problem as a free would.  Returns the number of problems (0 without
+ * SHEAF_DEBUG).  Thread-safe, takes each cache's lock in turn.
+ */
+SHEAF_API int sheaf_debug_check(void);
+
 /* ===================================================================== *
  *  Statistics
  * ===================================================================== */

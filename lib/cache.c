@@ -106,6 +106,9 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 	if (flags & SHEAF_HWCACHE_ALIGN && align < CACHELINE)
 		align = CACHELINE;
 
+	unsigned int debug = debug_flags_for(name);
+	if (ctor)
+		debug &= ~(unsigned int)DEBUG_P;   /* poison would undo the constructor */
 	size_t stride = (size + 7) & ~(size_t)7;
 	uint32_t marker_off = 0;
 	if (ctor) {
@@ -115,9 +118,18 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 		marker_off = (uint32_t)stride;
 		stride += sizeof(uintptr_t);
 	}
+	uint32_t obj_offset = 0;
+	if (debug & DEBUG_Z) {
+		/* [red zone][object][red zone]; red zones of at least the
+		 * alignment keep objects aligned. */
+		obj_offset = (uint32_t)(align > DEBUG_RZ ? align : DEBUG_RZ);
+		stride += 2 * obj_offset;
+	}
 	stride = (stride + align - 1) & ~(align - 1);
 
 	memset(c, 0, sizeof(*c));
+	c->debug = (uint8_t)debug;
+	c->obj_offset = obj_offset;
 	c->size = (uint32_t)stride;
 	c->object_size = (uint32_t)size;
 	c->align = (uint32_t)align;
@@ -128,7 +140,8 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 	c->slab_order = (uint8_t)slab_order_for(c->size);
 	c->objects_per_slab = (uint32_t)((SLAB_MIN_BYTES << c->slab_order) / c->size);
 	c->recip = slab_recip(c->size);
-	if (!config_tiny && !(flags & SHEAF_NO_SHEAVES)) {
+	/* A debugged cache has no sheaves: every operation is checked. */
+	if (!config_tiny && !(flags & SHEAF_NO_SHEAVES) && !debug) {
 		unsigned int cap = sheaf_opt.sheaf_capacity;
 		if (!cap) {
 			/* About 32 KiB of objects per sheaf: many small
@@ -261,6 +274,10 @@ void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
 		}
 		if (unlikely(!slab_put(s, objs[i]))) {
 			stat(c, free_invalid);
+			if (c->debug) {
+				debug_report_double_free(c, s, objs[i]);
+				continue;
+			}
 			diag_bad_pointer("free()", objs[i],
 					 "double free of %p in cache %s (found when its sheaf was flushed)",
 					 objs[i], c->name);
@@ -290,22 +307,27 @@ struct slab *cache_check_free(const char *func, uintptr_t entry, void *ptr)
 		diag_bad_pointer(func, ptr, "invalid pointer %p: not allocated by sheaf", ptr);
 		return NULL;
 	}
-	uintptr_t off = (uintptr_t)ptr - s->base;
+	uint32_t obj_offset = s->cache->obj_offset;
+	uintptr_t off = (uintptr_t)ptr - s->base - obj_offset;
 	uint32_t idx = slab_index(s, (uintptr_t)ptr);
-	if (unlikely((uintptr_t)ptr < s->base || idx >= s->objects ||
+	if (unlikely((uintptr_t)ptr < s->base + obj_offset || idx >= s->objects ||
 		     (uintptr_t)idx * s->size != off)) {
 		stat(s->cache, free_invalid);
 		if ((uintptr_t)ptr < s->base || idx >= s->objects)
 			diag_bad_pointer(func, ptr, "invalid pointer %p: inside a slab of cache %s but not in any object",
 					 ptr, s->cache->name);
 		else
-			diag_bad_pointer(func, ptr, "interior pointer %p: object %p + %lu in cache %s",
-					 ptr, (void *)(s->base + (uintptr_t)idx * s->size),
-					 (unsigned long)(off - (uintptr_t)idx * s->size), s->cache->name);
+			diag_bad_pointer(func, ptr, "interior pointer %p: object %p + %ld in cache %s",
+					 ptr, (void *)(s->base + (uintptr_t)idx * s->size + obj_offset),
+					 (long)(off - (uintptr_t)idx * s->size), s->cache->name);
 		return NULL;
 	}
 	if (unlikely(obj_marked_free(s->cache, ptr))) {
 		stat(s->cache, free_invalid);
+		if (s->cache->debug) {
+			debug_report_double_free(s->cache, s, ptr);   /* with call sites */
+			return NULL;
+		}
 		diag_bad_pointer(func, ptr, "double free of %p in cache %s", ptr, s->cache->name);
 		return NULL;
 	}

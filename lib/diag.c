@@ -10,6 +10,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -180,10 +181,10 @@ void diag_printf(const char *fmt, ...)
 }
 
 /*
- * The caller's stack, one frame a line, after a report.  libunwind's local
- * unwinder allocates nothing through malloc (its caches come from mmap),
- * so it is safe while the allocator being reported on is in any state.
- * sheaf's own frames (diag_*, the check that called it) are skipped.
+ * The caller's stack, one frame a line, after a report.  Frames are walked
+ * with libunwind's unw_step() and named with dladdr(): neither allocates
+ * through malloc (unw_get_proc_name() would, and a report may come from
+ * under an allocator lock).  sheaf's own frames are skipped.
  */
 void diag_backtrace(void)
 {
@@ -196,19 +197,24 @@ void diag_backtrace(void)
 	unw_cursor_t cursor;
 	if (unw_getcontext(&ctx) != 0 || unw_init_local(&cursor, &ctx) != 0)
 		return;
+	Dl_info self;
+	const void *self_base = dladdr((void *)diag_backtrace, &self) ? self.dli_fbase : NULL;
 	int n = 0;
 	bool ours = true;
 	while (n < 24 && unw_step(&cursor) > 0) {
-		unw_word_t ip = 0, off = 0;
-		char name[160];
+		unw_word_t ip = 0;
 		unw_get_reg(&cursor, UNW_REG_IP, &ip);
-		bool named = unw_get_proc_name(&cursor, name, sizeof(name), &off) == 0;
-		if (ours && named && (strncmp(name, "diag_", 5) == 0 || strncmp(name, "cache_check", 11) == 0 ||
-				      strncmp(name, "large_check", 11) == 0 || strncmp(name, "rcu_check", 9) == 0))
+		Dl_info info;
+		bool known = dladdr((void *)ip, &info) != 0;
+		if (ours && known && info.dli_fbase == self_base)
 			continue;
 		ours = false;
-		if (named)
-			diag_printf("    #%d %p %s+0x%lx\n", n, (void *)ip, name, (unsigned long)off);
+		if (known && info.dli_sname)
+			diag_printf("    #%d %p %s+0x%lx (%s)\n", n, (void *)ip, info.dli_sname,
+				    (unsigned long)(ip - (uintptr_t)info.dli_saddr), info.dli_fname);
+		else if (known && info.dli_fname)
+			diag_printf("    #%d %p (%s+0x%lx)\n", n, (void *)ip, info.dli_fname,
+				    (unsigned long)(ip - (uintptr_t)info.dli_fbase));
 		else
 			diag_printf("    #%d %p\n", n, (void *)ip);
 		n++;

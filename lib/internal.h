@@ -169,6 +169,24 @@ cold __attribute__((noreturn)) void diag_fatal(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 cold __attribute__((noreturn)) void diag_assert_fail(const char *cond, const char *file, int line);
 
+/* ------------------------------------------------------------------ debug */
+enum { DEBUG_F = 1, DEBUG_Z = 2, DEBUG_P = 4, DEBUG_U = 8 };
+#define DEBUG_RZ 16                /* red zone bytes before and after */
+#define DEBUG_TRACK_DEPTH 10
+struct track;
+struct slab;
+struct sheaf_cache;
+extern unsigned int sheaf_debug_flags;
+void debug_init(void);
+unsigned int debug_flags_for(const char *name);
+size_t debug_track_bytes(uint32_t objects);
+void debug_slab_init(struct sheaf_cache *c, struct slab *s);
+/* slot -> the object handed out, checked and tracked. */
+void *debug_on_alloc(struct sheaf_cache *c, void *slot);
+void debug_on_free(struct sheaf_cache *c, struct slab *s, void *obj);
+void debug_set_size(struct sheaf_cache *c, void *obj, size_t size);
+void debug_report_double_free(struct sheaf_cache *c, struct slab *s, void *obj);
+
 /* ------------------------------------------------------------------- page */
 /* Runs of 16 KiB << order bytes for slabs, from large reserved regions. */
 void *page_alloc_run(unsigned int order);
@@ -241,6 +259,7 @@ struct slab {
 	uint32_t objects;
 	uint32_t inuse;            /* objects not in the freemap          */
 	struct slab *next, *prev;
+	struct track *tracks;      /* SHEAF_DEBUG=U: 2 per object (debug.c) */
 	uint64_t freemap[];        /* bit set = object free in this slab  */
 };
 
@@ -322,7 +341,8 @@ struct sheaf_cache {
 	uint32_t barn_max_full;    /* bound of barn.full                  */
 	uint16_t cls;              /* size class or CLASS_NONE            */
 	uint8_t slab_order;
-	uint8_t zombie;            /* destroyed; kept because objects live */
+	uint8_t debug;             /* SHEAF_DEBUG flags (debug.c)         */
+	uint32_t obj_offset;       /* object start within its slot: red zone */
 	unsigned int id;           /* index into thread_cache->ext       */
 	unsigned int flags;
 	void (*ctor)(void *);

@@ -20,8 +20,13 @@ void *do_malloc_slow(size_t size)
 {
 	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
 		sheaf_init();
-	if (likely(size <= SMALL_MAX))
-		return cache_alloc_any(&kmalloc_caches[size_to_class(size)]);
+	if (likely(size <= SMALL_MAX)) {
+		struct sheaf_cache *c = &kmalloc_caches[size_to_class(size)];
+		void *p = cache_alloc_any(c);
+		if (unlikely(c->debug) && p)
+			debug_set_size(c, p, size);   /* SHEAF_DEBUG=Z: bytes past size */
+		return p;
+	}
 	if (SIZE_IMPOSSIBLE(size)) {
 		errno = ENOMEM;
 		return NULL;
@@ -77,7 +82,8 @@ size_t do_usable_size(const void *ptr)
 	}
 	struct slab *s = (struct slab *)e;
 	uint32_t idx = slab_index(s, (uintptr_t)ptr);
-	if (idx >= s->objects || s->base + (uintptr_t)idx * s->size != (uintptr_t)ptr)
+	if (idx >= s->objects ||
+	    s->base + (uintptr_t)idx * s->size + s->cache->obj_offset != (uintptr_t)ptr)
 		return 0;
 	return s->cache->object_size;
 }
@@ -134,9 +140,12 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 			return NULL;
 		}
 		usable = s->cache->object_size;
-		/* Stay put while the block is at most half empty. */
-		if (size <= usable && size >= usable / 2)
+		/* Stay put while the block is at most half empty (a debugged
+		 * cache's object moves: its red zone follows the size). */
+		if (size <= usable && size >= usable / 2 && !s->cache->debug)
 			return ptr;
+		if (s->cache->debug && usable > size)
+			usable = size;   /* do not copy the red zone slack */
 	}
 	void *q = malloc_fast(size);
 	if (!q)
@@ -176,7 +185,10 @@ void *do_memalign(size_t align, size_t size)
 			unsigned int cls = size_to_class(s);
 			while (class_size[cls] % align)
 				cls++;
-			return cache_alloc_any(&kmalloc_caches[cls]);
+			/* Red zones would misalign a debugged class's objects
+			 * beyond 16 bytes: such blocks come from mappings. */
+			if (!(kmalloc_caches[cls].debug & DEBUG_Z) || align <= 16)
+				return cache_alloc_any(&kmalloc_caches[cls]);
 		}
 	}
 	return large_alloc(size, align, false);

@@ -166,6 +166,7 @@ void options_print_help(void)
 		diag_printf("  %-16s %-4s default %-10llu %s\n", d->name, tn[d->type], d->def, d->help);
 	}
 	diag_printf("aliases: SHEAF_STATS=1 (stats=1), SHEAF_STATS=json (stats=1:stats_json=1)\n");
+	diag_printf("SHEAF_DEBUG=FZPU[,cache,...]: F checks on free, Z red zones, P poisoning, U call sites\n");
 }
 
 void options_init(void)
@@ -178,4 +179,5 @@ void options_init(void)
 			sheaf_opt.stats_json = true;
 	}
 	options_parse(&sheaf_opt, getenv("SHEAF_OPTIONS"), true);
+	debug_init();
 }

@@ -37,6 +37,7 @@
 #include <linux/futex.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -187,6 +188,10 @@ static bool slot_push(struct thread_cache *tc, struct sheaf **slot, struct sheaf
 		handoff_sheaf(s);
 	} else {
 		__atomic_store_n(slot, s, __ATOMIC_RELEASE);
+		/* A new partial sheaf: the drain thread must come for it after
+		 * rcu_delay_ms even if this thread never fills it. */
+		if (s->size == 1)
+			drain_notify(false, false);
 	}
 	return true;
 }
@@ -417,7 +422,27 @@ static bool drain_start(void)
 		sigset_t all, old;
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &old);
-		int err = pthread_create(&drain_tid, NULL, drain_main, NULL);
+		/*
+		 * A stack of our own, not one from glibc's cache: in a fork
+		 * child that cache holds the stacks - and TLS - of the
+		 * parent's other threads, whose liburcu reader records are
+		 * still on the registry that synchronize_rcu() walks; reusing
+		 * one would corrupt that list.
+		 */
+		pthread_attr_t attr;
+		int err = pthread_attr_init(&attr);
+		size_t stack_bytes = (size_t)256 << 10;
+		void *stack = mmap(NULL, stack_bytes, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (stack == MAP_FAILED)
+			err = ENOMEM;
+		else if (!err)
+			err = pthread_attr_setstack(&attr, stack, stack_bytes);
+		if (!err)
+			err = pthread_create(&drain_tid, &attr, drain_main, NULL);
+		if (err && stack != MAP_FAILED)
+			munmap(stack, stack_bytes);
+		pthread_attr_destroy(&attr);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (err == 0) {
 			pthread_setname_np(drain_tid, "sheaf-rcu");
@@ -554,6 +579,7 @@ void sheaf_rcu_free_nolock_field(void *obj, void *field)
 			if (s) {
 				s->cache = c;
 				mark_dirty(tc);
+				drain_notify(false, true);
 			}
 		}
 		if (s && s != RCU_CLAIMED) {
@@ -615,10 +641,8 @@ static int drain_wait(uint64_t t)
 	}
 }
 
-static int rcu_barrier_wait(struct sheaf_cache *only)
+static int barrier_wait_offline(struct sheaf_cache *only)
 {
-	if (!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE))
-		return 0;
 	nolock_poll();
 	if (config_tiny)
 		urcu_qsbr_barrier();   /* call_rcu() callbacks */
@@ -635,6 +659,22 @@ static int rcu_barrier_wait(struct sheaf_cache *only)
 	}
 	drain_wake();
 	return drain_wait(t);
+}
+
+static int rcu_barrier_wait(struct sheaf_cache *only)
+{
+	if (!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE))
+		return 0;
+	/* A registered, online QSBR caller would stall the grace period the
+	 * barrier waits for: waiting here is a quiescent state, as it is in
+	 * synchronize_rcu(). */
+	bool was_online = urcu_qsbr_read_ongoing();
+	if (was_online)
+		urcu_qsbr_thread_offline();
+	int ret = barrier_wait_offline(only);
+	if (was_online)
+		urcu_qsbr_thread_online();
+	return ret;
 }
 
 int rcu_free_barrier(void)

@@ -61,6 +61,8 @@ static void *alloc_direct(struct sheaf_cache *c)
 		errno = ENOMEM;
 		return NULL;
 	}
+	if (unlikely(c->debug))
+		p = debug_on_alloc(c, p);   /* slot -> checked object */
 	/* The marker word must lie inside what memcheck calls the block
 	 * (objects smaller than a word keep it in their stride). */
 	vg_alloc(p, c->marker_off || c->object_size >= sizeof(uintptr_t) ? c->object_size :
@@ -229,11 +231,35 @@ void *cache_alloc_any(struct sheaf_cache *c)
 	return p;
 }
 
+/* A debugged cache's free: exact double-free check first (so that the
+ * recorded free site is still the first free's), then the debug hooks. */
+static void debug_free(struct sheaf_cache *c, void *obj)
+{
+	struct slab *s = (struct slab *)pagemap_lookup((uintptr_t)obj);
+	lock_acquire(&c->lock);
+	bool already = slab_obj_is_free(s, slab_index(s, (uintptr_t)obj));
+	lock_release(&c->lock);
+	if (already) {
+		stat(c, free_invalid);
+		debug_report_double_free(c, s, obj);
+		return;
+	}
+	debug_on_free(c, s, obj);   /* checks before the marker write below */
+	if (!(c->debug & DEBUG_P))
+		obj_mark_free(c, obj);  /* poison replaced it: the bitmap is exact */
+	vg_free(obj);
+	stat(c, free_slow);
+	cache_free_to_slabs(c, &obj, 1);
+	stat(c, slab_direct);
+}
+
 void cache_free_any(struct sheaf_cache *c, void *obj)
 {
 	struct thread_cache *tc = tc_enter();
 	struct pcs *pcs = pcs_of(c);
-	if (!pcs) {
+	if (!pcs && unlikely(c->debug)) {
+		debug_free(c, obj);
+	} else if (!pcs) {
 		obj_mark_free(c, obj);
 		/* memcheck hears of the free before another thread can take
 		 * the object from the slab and allocate it again. */

@@ -36,7 +36,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 	s->base = (uintptr_t)run;
 	s->recip = c->recip;
 	s->size = c->size;
-	s->cls = c->cls;
+	s->cls = c->debug ? CLASS_NONE : c->cls;   /* debugged: never the free fast path */
 	s->order = c->slab_order;
 	s->cache = c;
 	s->objects = objects;
@@ -45,16 +45,27 @@ struct slab *slab_create(struct sheaf_cache *c)
 		s->freemap[w] = ~0ull;
 	if (objects % 64)
 		s->freemap[objects / 64] = (1ull << (objects % 64)) - 1;
+	if (c->debug & (DEBUG_U | DEBUG_Z)) {   /* call sites; sizes asked for */
+		s->tracks = meta_alloc(debug_track_bytes(objects));
+		if (!s->tracks)
+			goto fail;
+	}
+	if (c->debug)
+		debug_slab_init(c, s);
 	if (c->ctor)
 		for (uint32_t i = 0; i < objects; i++)
-			c->ctor((void *)(s->base + (uintptr_t)i * c->size));
-	if (!pagemap_set(s->base, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, (uintptr_t)s)) {
-		page_free_run(run, s->order);
-		meta_free(s, slab_header_size(objects));
-		return NULL;
-	}
+			c->ctor((void *)(s->base + (uintptr_t)i * c->size + c->obj_offset));
+	if (!pagemap_set(s->base, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, (uintptr_t)s))
+		goto fail;
 	stat(c, slab_alloc);
 	return s;
+
+fail:
+	if (s->tracks)
+		meta_free(s->tracks, debug_track_bytes(objects));
+	page_free_run(run, s->order);
+	meta_free(s, slab_header_size(objects));
+	return NULL;
 }
 
 void slab_destroy(struct slab *s)
@@ -62,6 +73,8 @@ void slab_destroy(struct slab *s)
 	struct sheaf_cache *c = s->cache;
 	pagemap_set(s->base, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, 0);
 	page_free_run((void *)s->base, s->order);
+	if (s->tracks)
+		meta_free(s->tracks, debug_track_bytes(s->objects));
 	meta_free(s, slab_header_size(s->objects));
 	stat(c, slab_free);
 }

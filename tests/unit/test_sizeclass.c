@@ -104,7 +104,7 @@ static void test_kmalloc_caches(void)
 		CHECKF(c->marker_off == 0, "class %u: marker_off %u (malloc_fast clears word 0)", cs,
 		       c->marker_off);
 		CHECKF(c->recip == slab_recip(cs), "class %u: recip", cs);
-		CHECKF(c->ctor == NULL && c->flags == 0 && !c->zombie, "class %u: flags", cs);
+		CHECKF(c->ctor == NULL && c->flags == 0 && !c->debug && c->obj_offset == 0, "class %u: flags", cs);
 		CHECKF(strcmp(c->name, name) == 0, "class %u: name \"%s\"", cs, c->name);
 
 		CHECKF(c->slab_order <= SLAB_MAX_ORDER, "class %u: order %u", cs, c->slab_order);
