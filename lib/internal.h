@@ -129,6 +129,7 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(bool, stats, 0, "print the statistics table on stderr at exit (alias: SHEAF_STATS=1)") \
 	X(bool, stats_json, 0, "print the statistics at exit as JSON instead (alias: SHEAF_STATS=json)") \
 	X(bool, backtrace, 1, "add a libunwind backtrace to every bad-pointer report")  \
+	X(size, prof_sample, 0, "heap profiler: sample one allocation per this many bytes (0 = off); top sites printed at exit") \
 	X(bool, valgrind, 1, "under valgrind: report blocks to memcheck (threads then run without sheaves)") \
 	X(size, large_cache, 8u << 20, "bytes of freed large mappings kept for reuse")    \
 	X(size, large_cache_max, 4u << 20, "largest single mapping kept in the large cache") \
@@ -459,6 +460,13 @@ void vg_alloc(const void *p, size_t size, bool zeroed);
 void vg_free(const void *p);
 /* A reused run of pages: no longer the freed blocks memcheck remembers. */
 void vg_fresh(const void *p, size_t size);
+
+/* ------------------------------------------------------------------- prof */
+extern int sheaf_prof_on;
+void prof_init(void);
+void prof_alloc(const void *p, size_t size);
+void prof_free(const void *p);
+void prof_report(void);
 
 /* ----------------------------------------------------------------- thread */
 struct thread_cache {

@@ -20,18 +20,21 @@ void *do_malloc_slow(size_t size)
 {
 	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
 		sheaf_init();
+	void *p;
 	if (likely(size <= SMALL_MAX)) {
 		struct sheaf_cache *c = &kmalloc_caches[size_to_class(size)];
-		void *p = cache_alloc_any(c);
+		p = cache_alloc_any(c);
 		if (unlikely(c->debug) && p)
 			debug_set_size(c, p, size);   /* SHEAF_DEBUG=Z: bytes past size */
-		return p;
-	}
-	if (SIZE_IMPOSSIBLE(size)) {
+	} else if (SIZE_IMPOSSIBLE(size)) {
 		errno = ENOMEM;
 		return NULL;
+	} else {
+		p = large_alloc(size, PAGE_SIZE, false);
 	}
-	return large_alloc(size, PAGE_SIZE, false);
+	if (unlikely(sheaf_prof_on))
+		prof_alloc(p, size);
+	return p;
 }
 
 /* A large allocation handed to free/realloc: NULL after a diagnostic if the
@@ -56,6 +59,8 @@ void do_free_slow(void *ptr, const char *func)
 	if (!ptr)
 		return;
 	nolock_poll();
+	if (unlikely(sheaf_prof_on))
+		prof_free(ptr);
 	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	if (e & PM_TAG_LARGE) {
 		struct large *l = large_check(func, e, ptr);
@@ -98,7 +103,10 @@ void *do_calloc(size_t nmemb, size_t size)
 	if (total > SMALL_MAX) {
 		if (unlikely(!sheaf_ready))
 			sheaf_init();
-		return large_alloc(total, PAGE_SIZE, true);
+		void *p = large_alloc(total, PAGE_SIZE, true);
+		if (unlikely(sheaf_prof_on))
+			prof_alloc(p, total);
+		return p;
 	}
 	void *p = malloc_fast(total);
 	if (p)

@@ -101,6 +101,7 @@ void sheaf_init(void)
 		sheaf_under_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
 		sheaf_on_valgrind = sheaf_under_valgrind && sheaf_opt.valgrind;
 #endif
+		prof_init();
 		sheaf_free_key = make_key();
 		sizeclass_init();
 		if (pthread_key_create(&tc_key, thread_cache_exit) != 0)
@@ -129,8 +130,11 @@ struct thread_cache *thread_cache_get(void)
 		return tc->dead ? NULL : tc;
 	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
 		sheaf_init();
-	if (tc_creating || sheaf_on_valgrind)
-		return NULL;   /* pthread_setspecific() below may call calloc */
+	/* No per-thread state while bootstrapping (pthread_setspecific()
+	 * below may call calloc), under valgrind or when profiling: every
+	 * call then reaches the slow paths, where their hooks are. */
+	if (tc_creating || sheaf_on_valgrind || sheaf_prof_on)
+		return NULL;
 	tc_creating = 1;
 	tc = meta_alloc(sizeof(*tc));
 	if (!tc) {

@@ -12,6 +12,7 @@
  *   F  a double free, found exactly by the slab bitmap
  *   U  the report names where the object was allocated and freed
  *   sheaf_debug_check() finds a damaged red zone on demand
+ *   prof_sample: the heap profiler reports the site holding live memory
  */
 #include <signal.h>
 #include <stdbool.h>
@@ -79,6 +80,16 @@ static void __attribute__((noinline)) clean(void)
 	printf("check found %d\n", sheaf_debug_check());
 }
 
+static void *kept[4096];
+
+static void __attribute__((noinline)) prof_workload(void)
+{
+	for (int i = 0; i < 4096; i++)
+		kept[i] = malloc(1000);   /* 4 MB live at exit, one site */
+	for (int i = 0; i < 20000; i++)
+		free(malloc(500));        /* churn, nothing live */
+}
+
 struct tcase {
 	const char *name, *env, *expect;
 	void (*fn)(void);
@@ -96,6 +107,8 @@ static const struct tcase cases[] = {
 	{ "check", "Z", "red zone after the object overwritten", bug_check, 0 },   /* abort_on_error=0 */
 	{ "clean", "FZPU", NULL, clean, 0 },
 	{ "continue", "FZPU", "write past the 40 bytes", bug_overflow, 0 },   /* abort_on_error=0 */
+	/* The heap profiler (SHEAF_OPTIONS=prof_sample): the live site is named. */
+	{ "prof", "", "KiB (", prof_workload, 0 },
 };
 
 int main(int argc, char **argv)
@@ -118,7 +131,8 @@ int main(int argc, char **argv)
 			close(fds[0]);
 			setenv("SHEAF_DEBUG", t->env, 1);
 			bool cont = !strcmp(t->name, "continue") || !strcmp(t->name, "check");
-			setenv("SHEAF_OPTIONS", cont ? "abort_on_error=0" : "", 1);
+			setenv("SHEAF_OPTIONS", !strcmp(t->name, "prof") ? "prof_sample=64k" :
+				cont ? "abort_on_error=0" : "", 1);
 			execl("/proc/self/exe", argv[0], "--case", t->name, (char *)NULL);
 			_exit(127);
 		}
