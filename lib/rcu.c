@@ -204,6 +204,10 @@ static struct sheaf *slot_steal(struct sheaf **slot)
 		if (!s)
 			return NULL;
 		if (s == RCU_CLAIMED) {
+			/* In a fork child the owner may be a thread that no
+			 * longer exists: its sheaf is lost (never freed early). */
+			if (__atomic_load_n(&drain_no_start, __ATOMIC_RELAXED))
+				return NULL;
 			sched_yield();   /* the owner is inside slot_push() */
 			continue;
 		}
