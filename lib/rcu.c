@@ -110,12 +110,14 @@ static void drain_notify(bool urgent, bool nolock)
 /* ---------------------------------------------------------- hand-off */
 static void handoff_sheaf_ctx(struct sheaf *s, bool nolock)
 {
+	/* Counted before it is published: once on the stack the sheaf may be
+	 * processed, recycled and reused by the drain thread at once. */
+	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, s->size, __ATOMIC_RELAXED);
 	struct sheaf *head = __atomic_load_n(&handoff_sheaves, __ATOMIC_RELAXED);
 	do
 		s->next = head;
 	while (!__atomic_compare_exchange_n(&handoff_sheaves, &head, s, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
-	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, s->size, __ATOMIC_RELAXED);
 	drain_notify(p >= sheaf_opt.rcu_batch, nolock);
 }
 
@@ -129,13 +131,13 @@ static void handoff_link_ctx(struct rcu_link *l, bool nolock)
 	/* Counted before it is visible, so that a walk's bound is never
 	 * short of the list it walks. */
 	__atomic_fetch_add(&links_pushed, 1, __ATOMIC_RELEASE);
+	__atomic_fetch_add(&rcu_fallback_count, 1, __ATOMIC_RELAXED);
+	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, 1, __ATOMIC_RELAXED);
 	struct rcu_link *head = __atomic_load_n(&handoff_links, __ATOMIC_RELAXED);
 	do
 		l->next = head;
 	while (!__atomic_compare_exchange_n(&handoff_links, &head, l, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
-	__atomic_fetch_add(&rcu_fallback_count, 1, __ATOMIC_RELAXED);
-	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, 1, __ATOMIC_RELAXED);
 	drain_notify(p >= sheaf_opt.rcu_batch, nolock);
 }
 

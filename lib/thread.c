@@ -21,6 +21,7 @@
 #include <sys/auxv.h>
 #include <sys/random.h>
 #include <unistd.h>
+#include <urcu/urcu-qsbr.h>
 #ifdef HAVE_VALGRIND_MEMCHECK_H
 #include <valgrind/memcheck.h>
 #endif
@@ -264,6 +265,35 @@ static void __thread_cache_release(struct thread_cache *tc)
 	meta_free(tc, sizeof(*tc));
 }
 
+/*
+ * A thread of the parent that the fork child did not inherit.  It may have
+ * been anywhere in a slow path (between a barn exchange and the store to
+ * pcs->main, say), so its sheaves cannot be trusted: they are leaked (a
+ * bounded amount per thread), only its counters are kept.  Its rcu slots
+ * are published with release stores and a claimed one is skipped, so its
+ * pending rcu_free()s still go to the child's drain thread.
+ */
+static void orphan_release(struct thread_cache *tc)
+{
+	rcu_thread_exit(tc);
+	for (int i = 0; i < NR_CLASSES; i++) {
+		stat_add(&kmalloc_caches[i], SHEAF_STAT_alloc_fast, tc->pcs[i].alloc_fast);
+		stat_add(&kmalloc_caches[i], SHEAF_STAT_free_fast, tc->pcs[i].free_fast);
+	}
+	for (unsigned int i = 0; i < tc->nr_ext; i++)
+		if (tc->ext[i].cache && (tc->ext[i].alloc_fast || tc->ext[i].free_fast)) {
+			stat_add(tc->ext[i].cache, SHEAF_STAT_alloc_fast, tc->ext[i].alloc_fast);
+			stat_add(tc->ext[i].cache, SHEAF_STAT_free_fast, tc->ext[i].free_fast);
+		}
+	if (tc->prev)
+		tc->prev->next = tc->next;
+	else
+		threads_head = tc->next;
+	if (tc->next)
+		tc->next->prev = tc->prev;
+	nr_threads--;
+}
+
 static void thread_cache_exit(void *arg)
 {
 	struct thread_cache *tc = arg;
@@ -276,6 +306,8 @@ static void thread_cache_exit(void *arg)
 /* ---------------------------------------------------------------- fork */
 static void fork_prepare(void)
 {
+	if (config_tiny)
+		urcu_qsbr_call_rcu_before_fork();   /* tiny builds use call_rcu() */
 	lock_acquire(&caches_lock);
 	lock_acquire(&threads_lock);
 	caches_fork_prepare();
@@ -292,6 +324,8 @@ static void fork_parent(void)
 	caches_fork_parent();
 	lock_release(&threads_lock);
 	lock_release(&caches_lock);
+	if (config_tiny)
+		urcu_qsbr_call_rcu_after_fork_parent();
 }
 
 static void fork_child(void)
@@ -313,9 +347,11 @@ static void fork_child(void)
 	while (tc) {
 		struct thread_cache *next = tc->next;
 		if (tc != self)
-			__thread_cache_release(tc);
+			orphan_release(tc);
 		tc = next;
 	}
 	lock_release(&threads_lock);
 	rcu_fork_child();
+	if (config_tiny)
+		urcu_qsbr_call_rcu_after_fork_child();
 }

@@ -24,8 +24,9 @@
  * sheaf's background drain thread, which waits for one grace period per
  * collected batch of sheaves and then gives each sheaf to the cache's barn
  * as a full sheaf, ready to serve allocations.  Objects without a sheaf
- * (large allocations, caches without sheaves, no memory for a sheaf) are
- * linked through their rcu_head/rcu_ptr field instead; their start is
+ * (large allocations, caches without sheaves) go into per-thread pointer
+ * arrays handed off the same way; with no memory even for those, they are
+ * linked through their rcu_head/rcu_ptr field, and their start is
  * recomputed from the field address, so the field may sit at any offset.
  * Partly filled sheaves are collected after a delay (SHEAF_OPTIONS
  * rcu_delay_ms, default 30 ms) or when many objects are pending.  The drain
@@ -35,11 +36,15 @@
  * Works from any thread, registered with liburcu or not.
  *
  * After fork() without exec, the child's liburcu registry still lists the
- * parent's other threads.  A grace period in the child therefore ends only
- * if those threads were offline (or unregistered) when fork() was called.
- * rcu_free() in a child never blocks and never frees early: if grace periods
- * cannot end, the objects are simply never freed, and rcu_free_barrier()
- * gives up after SHEAF_OPTIONS rcu_fork_barrier_ms (returns -1, ETIMEDOUT).
+ * parent's other registered threads.  liburcu's rule is that threads are
+ * unregistered before such a fork; then the child's grace periods work.  A
+ * thread that was merely offline works too if the child starts no thread
+ * of its own (glibc would reuse that thread's stack, and its TLS holds the
+ * registry node).  A thread online at fork() means grace periods never end
+ * in the child.  Either way rcu_free() in a child never blocks and never
+ * frees early: objects whose grace period cannot end are never freed, and
+ * rcu_free_barrier() gives up after SHEAF_OPTIONS rcu_fork_barrier_ms
+ * (returns -1, ETIMEDOUT).  malloc and free are unaffected.
  *
  * Link with $(pkg-config --libs sheaf): liburcu-qsbr must be the shared
  * library, or its registry would be a second one that sheaf cannot see.

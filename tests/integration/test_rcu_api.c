@@ -769,6 +769,7 @@ static int case_bad_interior(void)
 {
 	char *p = malloc(OBJ_BYTES);
 	REQUIRE(p);
+	memset(p, 0, OBJ_BYTES);
 	announce(p + 16);
 	sheaf_rcu_free_field(hide(p + 16), p + 24, "rcu_free()");
 	say(SURVIVED "\n");
@@ -779,6 +780,7 @@ static int case_bad_interior_large(void)
 {
 	char *p = malloc(100000);
 	REQUIRE(p);
+	memset(p, 0, 100000);
 	announce(p + 4096);
 	sheaf_rcu_free_field(hide(p + 4096), p + 4200, "rcu_free()");
 	say(SURVIVED "\n");
@@ -788,10 +790,10 @@ static int case_bad_interior_large(void)
 static int case_bad_freed(void)
 {
 	struct obj *p = obj_new();
+	struct obj *q = hide(p);   /* the compiler must not see the use after free */
 	free(p);
-	p = hide(p);
-	announce(p);
-	rcu_free(p, rp);
+	announce(q);
+	rcu_free(q, rp);
 	say(SURVIVED "\n");
 	return 0;
 }
@@ -799,10 +801,10 @@ static int case_bad_freed(void)
 static int case_bad_freed_large(void)
 {
 	struct lobj *p = lobj_new();
+	struct lobj *q = hide(p);
 	free(p);
-	p = hide(p);
-	announce(p);
-	rcu_free(p, rp);
+	announce(q);
+	rcu_free(q, rp);
 	say(SURVIVED "\n");
 	return 0;
 }

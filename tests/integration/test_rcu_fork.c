@@ -9,7 +9,10 @@
  *       after it.  Grace periods can end in the child: it can malloc and
  *       free, rcu_free() small and large objects, and rcu_free_barrier()
  *       returns 0 with the objects freed (rcu_objects_freed grows by their
- *       number, rcu_pending is 0).
+ *       number, rcu_pending is 0).  The parent's drain thread is started
+ *       before the readers, so that the child's new drain thread gets a
+ *       reader's recycled stack and TLS from glibc: the child must survive
+ *       that too (the reader's liburcu registry node lives in that TLS).
  *   (b) a reader ONLINE at fork: a registered thread is online and reports
  *       no quiescent state during the fork window, so no grace period can
  *       end in the child.  There malloc/free keep working, rcu_free()
@@ -26,6 +29,12 @@
  *       deferred frees): every child returns from fork(), can malloc, free
  *       and rcu_free, and its rcu_free_barrier() returns (0, or ETIMEDOUT
  *       if the parent's drain thread was inside a grace period at the fork).
+ *   (e) readers UNREGISTERED at fork (liburcu's own rule for fork without
+ *       exec): the child starts a thread of its own first - glibc gives it
+ *       the cached stack and TLS of one of the parent's threads - and then
+ *       rcu_free() + rcu_free_barrier() work as in (a).  (With readers that
+ *       are only offline, such a thread would zero the liburcu registry
+ *       node still linked in that TLS; that case is left out on purpose.)
  *   (c) as (a), after a registered thread of the parent rcu_free()'d while
  *       online (in a --enable-tiny build that is a call_rcu(), whose worker
  *       thread does not exist in the child): the child's barrier still
@@ -148,6 +157,15 @@ static void *holder_main(void *arg)
 	(void)arg;
 	rcu_register_thread();
 	while (!atomic_load(&stop_holder)) {
+		if (atomic_load(&want_offline)) {   /* as the readers, for (a) */
+			rcu_thread_offline();
+			atomic_fetch_add(&offline_count, 1);
+			while (atomic_load(&want_offline) && !atomic_load(&stop_holder))
+				sleep_ms(1);
+			atomic_fetch_sub(&offline_count, 1);
+			rcu_thread_online();
+			continue;
+		}
 		if (atomic_load(&hold_req)) {
 			atomic_store(&holding, 1);
 			while (atomic_load(&hold_req))
@@ -259,11 +277,24 @@ static bool wait_child(pid_t pid, long limit_ms, const char *what)
 }
 
 /* ---------------------------------------------------- (a) and (c) */
-/* Child: grace periods can end here; rcu_free() + barrier free objects. */
-static void child_can_free(const char *name)
+static void *child_thread(void *arg)
+{
+	(void)arg;
+	return malloc_works() ? NULL : (void *)1;
+}
+
+/* Child: grace periods can end here; rcu_free() + barrier free objects.
+ * With `spawn`, a thread of the child's own runs first. */
+static void child_can_free(const char *name, bool spawn)
 {
 	child_begin(8);
 	CHECKF(malloc_works(), "%s: malloc/free failed in the child", name);
+	if (spawn) {
+		pthread_t t;
+		void *ret = (void *)1;
+		CHECK(pthread_create(&t, NULL, child_thread, NULL) == 0 &&
+		      pthread_join(t, &ret) == 0 && ret == NULL);
+	}
 	struct sheaf_stats s0 = stats();
 	for (int i = 0; i < 5; i++) {
 		struct obj *o = obj_new((uint64_t)i);
@@ -296,13 +327,13 @@ static void fork_with_readers_offline(const char *name)
 	 * child): nothing pending, the barrier has returned. */
 	CHECK(rcu_free_barrier() == 0);
 	atomic_store(&want_offline, 1);
-	while (atomic_load(&offline_count) != NREADERS)
+	while (atomic_load(&offline_count) != NREADERS + 1)   /* and the holder */
 		sleep_ms(1);
 	fflush(NULL);
 	pid_t pid = fork();
 	REQUIRE(pid >= 0);
 	if (pid == 0)
-		child_can_free(name);
+		child_can_free(name, false);
 	atomic_store(&want_offline, 0);
 	bool ok = wait_child(pid, 10000, name);
 	if (ok)
@@ -464,6 +495,58 @@ static void fork_while_busy(void)
 	CHECK(sheaf_cache_destroy(wcache) == 0);
 }
 
+/* -------------------------------------------------------------- (e) */
+static atomic_int want_unreg, unreg_count;
+static atomic_bool stop_e;
+
+static void *reader_e(void *arg)
+{
+	(void)arg;
+	rcu_register_thread();
+	while (!atomic_load(&stop_e)) {
+		if (atomic_load(&want_unreg)) {
+			rcu_unregister_thread();
+			atomic_fetch_add(&unreg_count, 1);
+			while (atomic_load(&want_unreg))
+				sleep_ms(1);
+			atomic_fetch_sub(&unreg_count, 1);
+			rcu_register_thread();
+			continue;
+		}
+		struct obj *o = rcu_dereference(shared);
+		if (o && (__atomic_load_n(&o->canary, __ATOMIC_RELAXED) & ~0xffffffull) != CANARY)
+			atomic_fetch_add(&reader_bad, 1);
+		rcu_quiescent_state();
+	}
+	rcu_unregister_thread();
+	return NULL;
+}
+
+static void fork_with_readers_unregistered(void)
+{
+	const char *name = "(e) readers unregistered at fork, child starts a thread";
+	pthread_t r[NREADERS];
+	for (int i = 0; i < NREADERS; i++)
+		REQUIRE(pthread_create(&r[i], NULL, reader_e, NULL) == 0);
+	replace_shared(20);
+	CHECK(rcu_free_barrier() == 0);
+	atomic_store(&want_unreg, 1);
+	while (atomic_load(&unreg_count) != NREADERS)
+		sleep_ms(1);
+	fflush(NULL);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		child_can_free(name, true);
+	atomic_store(&want_unreg, 0);
+	if (wait_child(pid, 10000, name))
+		printf("%s: the child freed its rcu_free()'d objects\n", name);
+	parent_still_works(name);
+	atomic_store(&stop_e, true);
+	for (int i = 0; i < NREADERS; i++)
+		REQUIRE(pthread_join(r[i], NULL) == 0);
+}
+
 /* -------------------------------------------------------------- (c) */
 static void *online_rcu_free_thread(void *arg)
 {
@@ -508,6 +591,14 @@ int main(int argc, char **argv)
 	       getenv("SHEAF_OPTIONS"));
 	fflush(stdout);
 
+	/* Deferred frees before the readers exist, as a program that frees
+	 * during its set-up does: the drain thread is older than the readers.
+	 * (That order matters in the child: glibc hands the child's first new
+	 * thread the cached stack, and static TLS, of a parent thread, here a
+	 * reader whose liburcu registry node is still linked.) */
+	replace_shared(10);
+	CHECK(rcu_free_barrier() == 0);
+
 	pthread_t readers[NREADERS], holder;
 	for (int i = 0; i < NREADERS; i++)
 		REQUIRE(pthread_create(&readers[i], NULL, reader_main, NULL) == 0);
@@ -528,6 +619,7 @@ int main(int argc, char **argv)
 	       atomic_load(&reader_bad));
 
 	fork_while_busy();
+	fork_with_readers_unregistered();
 
 	/* (c): a registered thread rcu_free()'d while online, then a fork. */
 	pthread_t t;
@@ -538,7 +630,7 @@ int main(int argc, char **argv)
 	pid_t pid = fork();
 	REQUIRE(pid >= 0);
 	if (pid == 0)
-		child_can_free("(c) after rcu_free() from an online registered thread");
+		child_can_free("(c) after rcu_free() from an online registered thread", false);
 	if (wait_child(pid, 10000, "(c) after rcu_free() from an online registered thread"))
 		printf("(c): the child freed its rcu_free()'d objects\n");
 

@@ -23,6 +23,9 @@
  * rcu_dereference(), read the canary at offset 0 of each, spin and read it
  * again several times while holding them, and check the last word of the
  * object too; they report a quiescent state only between these sections.
+ * Every LONG_EVERY sections a reader holds its objects for LONG_HOLD_MS
+ * (25 ms, sleeping), as a preempted reader would: objects freed after a
+ * fixed delay rather than after a grace period are caught too.
  * Offset 0 matters: when sheaf really frees a small object it writes its
  * free marker into word 0, and an object handed out again gets a new canary
  * (each object created gets a fresh generation number), so any premature
@@ -38,9 +41,12 @@
  * The readers' check is itself tested: with SHEAF_RCU_SELFTEST_EARLY=1 the
  * writers free() the old objects at once instead of rcu_free()ing them (the
  * large kinds excepted, so that a reader cannot fault on an unmapped page),
- * which must produce violations.  The normal run starts that mode in a
- * re-executed child for a second or so (up to three tries); if it never
- * sees a violation on this machine the sub-check is skipped with a
+ * which must produce violations; with SHEAF_RCU_SELFTEST_EARLY=2 they free()
+ * them LATE_MS (5 ms) after unpublishing them - what a grace period that
+ * ignores the readers (a static copy of liburcu, say) amounts to - which
+ * the long holds must catch.  The normal run starts both modes in a
+ * re-executed child for a second or so each (up to three tries); if one
+ * never sees a violation on this machine, that sub-check is skipped with a
  * message, since detection is probabilistic.
  *
  * No timing assertion: the only bound is a generous alarm().
@@ -75,6 +81,9 @@
 #define HOLD 4              /* objects a reader holds in one section */
 #define REREADS 4
 #define SPIN 64
+#define LONG_EVERY 2048     /* sections between two long holds of a reader */
+#define LONG_HOLD_MS 25     /* a long hold: a reader slow for once */
+#define LATE_MS 5           /* self-test 2: free() this long after unpublishing */
 #define CANARY_TAG 0x5eafca11u
 #define SELFTEST_ENV "SHEAF_RCU_SELFTEST_EARLY"
 #define RESULT_LINE "rcu-safety-result: violations="
@@ -160,7 +169,10 @@ static struct sheaf_cache *cache_obj, *cache_nosheaf;
 static struct hdr *slots[NSLOTS];   /* RCU-protected */
 static atomic_uint generation;
 static atomic_bool stop;
-static bool early;                  /* self-test: free() instead of rcu_free() */
+/* Self-test modes: 0 = rcu_free(); 1 = free() at once; 2 = free() LATE_MS
+ * after unpublishing (a fixed delay instead of a grace period, as with a
+ * grace period that ignores the readers). */
+static int early;
 
 static unsigned int slot_of(int kind, int writer, int i)
 {
@@ -282,6 +294,13 @@ static void violation(int kind, uint64_t want, uint64_t got, const char *what)
 	}
 }
 
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
 static void spin(int n)
 {
 	for (int i = 0; i < n; i++)
@@ -320,9 +339,14 @@ static void *reader_main(void *arg)
 			hkind[n] = kind;
 			n++;
 		}
-		/* ...hold them for a while, re-reading... */
+		/* ...hold them for a while, re-reading (now and then for
+		 * much longer, as a reader that was preempted would)... */
+		bool long_hold = nsections % LONG_EVERY == LONG_EVERY - 1;
 		for (int r = 0; r < REREADS; r++) {
-			spin(SPIN);
+			if (long_hold)
+				sleep_ms(LONG_HOLD_MS / REREADS);
+			else
+				spin(SPIN);
 			for (int k = 0; k < n; k++) {
 				if (!held[k])
 					continue;
@@ -358,7 +382,36 @@ struct writer {
 	pthread_t tid;
 	unsigned long n_rcu, n_mightsleep, n_early, n_replaced;
 	unsigned long per_kind[NKINDS];
+	/* Self-test 2: objects waiting for their late free(). */
+#define LATE_QUEUE 65536
+	struct late {
+		struct hdr *h;
+		int kind;
+		long long due_ns;
+	} *late;
+	unsigned int late_head, late_tail;
 };
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Self-test 2: frees what is due (or what no longer fits, or all). */
+static void late_flush(struct writer *w, bool all)
+{
+	long long now = now_ns();
+	while (w->late_tail != w->late_head) {
+		struct late *l = &w->late[w->late_tail % LATE_QUEUE];
+		bool full = w->late_head - w->late_tail >= LATE_QUEUE;
+		if (!all && !full && l->due_ns > now)
+			break;
+		obj_free_early(l->kind, l->h);
+		w->late_tail++;
+	}
+}
 
 static void *writer_main(void *arg)
 {
@@ -381,7 +434,16 @@ static void *writer_main(void *arg)
 		/* Only this writer stores into its slots. */
 		struct hdr *old = __atomic_load_n(&slots[s], __ATOMIC_RELAXED);
 		rcu_assign_pointer(slots[s], n);
-		if (old) {
+		if (old && early == 2 && kind != K_LARGE_PTR && kind != K_LARGE_HEAD) {
+			late_flush(w, false);
+			struct late *l = &w->late[w->late_head++ % LATE_QUEUE];
+			l->h = old;
+			l->kind = kind;
+			l->due_ns = now_ns() + LATE_MS * 1000000LL;
+			w->n_early++;
+			w->n_replaced++;
+			w->per_kind[kind]++;
+		} else if (old) {
 			int how = early ? obj_free_early(kind, old) : obj_rcu_free(kind, old);
 			if (how == 1)
 				w->n_rcu++;
@@ -397,6 +459,8 @@ static void *writer_main(void *arg)
 		if (w->registered && it % 32 == 0)
 			rcu_quiescent_state();
 	}
+	if (w->late)
+		late_flush(w, true);
 	if (w->registered)
 		rcu_unregister_thread();
 	return NULL;
@@ -410,13 +474,6 @@ static double env_seconds(double def)
 		return def;
 	double v = atof(s);
 	return v > 0 ? v : def;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
 }
 
 struct run_result {
@@ -437,6 +494,8 @@ static void run_workload(double seconds, bool stop_on_violation, struct run_resu
 	for (int i = 0; i < NWRITERS; i++) {
 		writers[i].id = i;
 		writers[i].registered = i == REG_WRITER;
+		if (early == 2)
+			REQUIRE((writers[i].late = calloc(LATE_QUEUE, sizeof(struct late))) != NULL);
 		REQUIRE(pthread_create(&writers[i].tid, NULL, writer_main, &writers[i]) == 0);
 	}
 	long total_ms = (long)(seconds * 1000);
@@ -453,6 +512,7 @@ static void run_workload(double seconds, bool stop_on_violation, struct run_resu
 
 	memset(res, 0, sizeof(*res));
 	for (int i = 0; i < NWRITERS; i++) {
+		free(writers[i].late);
 		res->n_rcu += writers[i].n_rcu;
 		res->n_mightsleep += writers[i].n_mightsleep;
 		res->n_replaced += writers[i].n_replaced;
@@ -496,9 +556,9 @@ static void create_caches(void)
 }
 
 /* The self-test child: early frees, report the count on stdout. */
-static int selftest_child(void)
+static int selftest_child(int mode)
 {
-	early = true;
+	early = mode;
 	create_caches();
 	struct run_result res;
 	run_workload(env_seconds(1.5), true, &res);
@@ -511,7 +571,7 @@ static int selftest_child(void)
 
 /* Runs this program in self-test mode; returns the violations it saw,
  * or -1 (and explains) if it did not report. */
-static long run_selftest_once(const char *self)
+static long run_selftest_once(const char *self, const char *mode)
 {
 	int fd[2];
 	REQUIRE(pipe(fd) == 0);
@@ -524,7 +584,7 @@ static long run_selftest_once(const char *self)
 		dup2(fd[1], 1);
 		close(fd[0]);
 		close(fd[1]);
-		setenv(SELFTEST_ENV, "1", 1);
+		setenv(SELFTEST_ENV, mode, 1);
 		setenv("SHEAF_RCU_SECONDS", "1.5", 1);
 		alarm(30);
 		execl("/proc/self/exe", self, (char *)NULL);
@@ -560,7 +620,7 @@ static long run_selftest_once(const char *self)
 		printf("self-test child did not report (status 0x%x): %s\n", st, out);
 		return -1;
 	}
-	printf("self-test: %s", line);
+	printf("self-test %s: %s", mode, line);
 	return atol(line + strlen(RESULT_LINE));
 }
 
@@ -568,8 +628,8 @@ int main(int argc, char **argv)
 {
 	(void)argc;
 	const char *st_env = getenv(SELFTEST_ENV);
-	if (st_env && *st_env == '1')
-		return selftest_child();
+	if (st_env && (*st_env == '1' || *st_env == '2'))
+		return selftest_child(*st_env - '0');
 
 	double seconds = env_seconds(3.0);
 	alarm((unsigned int)seconds + 120);   /* a hang fails instead of blocking the suite */
@@ -633,21 +693,29 @@ int main(int argc, char **argv)
 	CHECK(sheaf_cache_destroy(cache_obj) == 0);
 	CHECK(sheaf_cache_destroy(cache_nosheaf) == 0);
 
-	/* Would the readers notice a broken rcu_free()?  Free early and see. */
-	long detected = -1;
-	for (int attempt = 0; attempt < 3 && detected <= 0; attempt++) {
-		long r = run_selftest_once(argv[0]);
-		if (r < 0) {
-			CHECKF(r >= 0, "the self-test child (%s=1) did not run properly", SELFTEST_ENV);
-			break;
+	/* Would the readers notice a broken rcu_free()?  Free early and see:
+	 * at once (1), and after a fixed delay instead of a grace period (2,
+	 * caught by the readers' occasional long holds). */
+	static const char *const modes[] = { "1", "2" };
+	static const char *const what[] = { "free() at once", "free() 5 ms later, no grace period" };
+	for (int m = 0; m < 2; m++) {
+		long detected = -1;
+		for (int attempt = 0; attempt < 3 && detected <= 0; attempt++) {
+			long r = run_selftest_once(argv[0], modes[m]);
+			if (r < 0) {
+				CHECKF(r >= 0, "the self-test child (%s=%s) did not run properly",
+				       SELFTEST_ENV, modes[m]);
+				break;
+			}
+			detected = r;
 		}
-		detected = r;
+		if (detected == 0)
+			printf("NOTE: self-test sub-check %s skipped: %s produced no canary violation "
+			       "in 3 tries on this machine (detection is probabilistic)\n", modes[m], what[m]);
+		else if (detected > 0)
+			printf("self-test %s: the readers detect objects freed early (%s): %ld violations\n",
+			       modes[m], what[m], detected);
 	}
-	if (detected == 0)
-		printf("NOTE: self-test sub-check skipped: early free() produced no canary violation "
-		       "in 3 tries on this machine (detection is probabilistic)\n");
-	else if (detected > 0)
-		printf("self-test: the readers detect objects freed early (%ld violations)\n", detected);
 
 	return check_done("test_rcu_safety");
 }
