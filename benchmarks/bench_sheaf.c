@@ -25,21 +25,26 @@
  * jemalloc's pointers as foreign.)  The call_rcu/defer_rcu baselines use
  * sheaf's malloc and free, so the rcu rows compare the deferral mechanisms
  * with the allocator held constant.  Same conventions as bench_malloc.c:
- * CPU time for the single-threaded rows that do not wait, wall-clock time
- * for the rcu and cache_destroy rows (grace periods and the drain thread are
- * part of their cost), items = the row's op over all threads, counter
- * peak_rss_kib, blocks written or escaping.
+ * thread CPU time for the single-threaded rows, process CPU time less the
+ * reader thread's for the rcu rows (so that the drain thread's and
+ * liburcu's threads' work counts, and waiting in a barrier does not; see
+ * bm_rcu()), wall-clock time
+ * for cache_destroy (its latency is waiting), items = the row's op over all
+ * threads, counter peak_rss_kib, blocks written or escaping.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+/* <urcu-qsbr.h> before <sheaf/rcu.h>: the latter includes <urcu/call-rcu.h>,
+ * whose declarations must see the qsbr flavour's name map (call_rcu is
+ * urcu_qsbr_call_rcu) or call_rcu() and rcu_barrier() end up undeclared. */
+#include <urcu-qsbr.h>
 #include <sheaf.h>
 #include <sheaf/rcu.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <unistd.h>
-#include <urcu-qsbr.h>
 
 #include "bench_util.h"
 
@@ -194,6 +199,7 @@ static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
  */
 static int *published;
 static pthread_once_t reader_once = PTHREAD_ONCE_INIT;
+static clockid_t reader_clock;   /* the reader's CPU-time clock */
 
 static void *reader_thread(void *arg)
 {
@@ -223,7 +229,18 @@ static void start_reader(void)
 	pthread_t t;
 
 	start_thread(&t, reader_thread, NULL);
+	if (pthread_getcpuclockid(t, &reader_clock))
+		reader_clock = CLOCK_THREAD_CPUTIME_ID;   /* never: then nothing is subtracted */
 	pthread_detach(t);
+}
+
+static double clock_s(clockid_t c)
+{
+	struct timespec ts;
+
+	if (clock_gettime(c, &ts))
+		return 0.0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /*
@@ -236,17 +253,34 @@ static void start_reader(void)
  * rcu_barrier() or rcu_defer_barrier().  Counters (sheaf's methods): the
  * objects freed per grace period that sheaf's drain thread waited for.
  *
+ * Clock: the process's CPU time minus the reader's, per batch (manual
+ * time; with 2 updaters Google Benchmark averages their two figures for the
+ * same interval).  That counts the updaters, sheaf's drain thread and
+ * liburcu's call_rcu and defer threads, whose work is the cost being
+ * compared, and leaves out the reader, whose CPU time grows with the wall
+ * time of the run rather than with its work, and all waiting.
+ *
  * QSBR discipline: an updater is online only inside its batch.  Google
  * Benchmark's start and stop barriers block, and a registered thread that
  * blocks online stalls every grace period; a grace period holds liburcu's
  * registry lock, which the next thread's rcu_register_thread() needs.
  *
- * defer_rcu: liburcu 0.13 asserts in rcu_defer_register_thread() when a
- * thread registers again after having used defer_rcu(), so thread 0 (the
- * main thread, the same in every run) registers once and stays registered;
- * the other threads are new in every run and unregister at its end.
+ * defer_rcu: its updaters stay offline through the batch.  defer_rcu()
+ * with a full queue runs synchronize_rcu() holding liburcu's defer mutex;
+ * a second updater that blocks on that mutex while online stalls the grace
+ * period for good (seen with 2 updaters).  liburcu 0.13 also asserts in
+ * rcu_defer_register_thread() when a thread registers again after having
+ * used defer_rcu(), so thread 0 (the main thread, the same in every run)
+ * registers once and stays registered until exit; the other threads are
+ * new in every run and unregister at its end.
  */
 static __thread bool defer_registered;
+
+/* liburcu's destructor asserts that no thread is registered for defer_rcu. */
+static void defer_unregister_main(void)
+{
+	rcu_defer_unregister_thread();
+}
 
 static void bm_rcu(gb_state *st, void *arg)
 {
@@ -264,6 +298,8 @@ static void bm_rcu(gb_state *st, void *arg)
 			return;
 		}
 		defer_registered = true;
+		if (gb_state_thread_index(st) == 0)
+			atexit(defer_unregister_main);
 	}
 	rcu_thread_offline();
 	if (gb_state_thread_index(st) == 0)
@@ -271,7 +307,10 @@ static void bm_rcu(gb_state *st, void *arg)
 
 	int64_t n = gb_max_iterations(st);
 	while (gb_keep_running_batch(st, n)) {
-		rcu_thread_online();
+		double p0 = clock_s(CLOCK_PROCESS_CPUTIME_ID), r0 = clock_s(reader_clock);
+
+		if (m != R_DEFER_RCU)
+			rcu_thread_online();
 		for (int64_t i = 0; i < n; i++) {
 			if (m == R_RCU_FREE_PTR || m == R_NOLOCK || m == R_NOLOCK_SIGNAL) {
 				struct rnode_ptr *o = malloc(sizeof(*o));
@@ -311,7 +350,7 @@ static void bm_rcu(gb_state *st, void *arg)
 					break;
 				}
 			}
-			if ((i & 31) == 31)
+			if ((i & 31) == 31 && m != R_DEFER_RCU)
 				rcu_quiescent_state();
 		}
 		if (m == R_NOLOCK_SIGNAL && sig_count)
@@ -323,6 +362,8 @@ static void bm_rcu(gb_state *st, void *arg)
 			rcu_defer_barrier();
 		else if (rcu_free_barrier() != 0)
 			gb_skip_with_error(st, "rcu_free_barrier failed");
+		gb_set_iteration_time(st, (clock_s(CLOCK_PROCESS_CPUTIME_ID) - p0) -
+					  (clock_s(reader_clock) - r0));
 	}
 	if (defer_registered && gb_state_thread_index(st) != 0) {
 		rcu_defer_unregister_thread();
@@ -487,7 +528,8 @@ int main(int argc, char **argv)
 	b = row("cache_loop", bm_cache_bulk, NULL);
 	gb_arg(gb_arg(gb_arg(b, 16), 128), 1024);
 	for (size_t k = 0; k < sizeof(rcu_rows) / sizeof(rcu_rows[0]); k++)
-		gb_threads(gb_threads(row_wall(rcu_rows[k].name, bm_rcu, (void *)(uintptr_t)rcu_rows[k].m), 1), 2);
+		gb_use_manual_time(gb_threads(gb_threads(row(rcu_rows[k].name, bm_rcu,
+							     (void *)(uintptr_t)rcu_rows[k].m), 1), 2));
 	b = row_wall("cache_destroy", bm_cache_destroy, NULL);
 	gb_args_product(gb_arg_names(b, destroy_names, 3), destroy_lists, destroy_lens, 3);
 

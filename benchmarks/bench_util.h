@@ -82,9 +82,11 @@ static inline void cpu_relax(void)
  * with other load a waiter that never yields can keep the thread it waits
  * for off the CPU for a whole time slice.
  */
+#define SPIN_LIMIT 128
+
 static inline void spin_wait(unsigned *spins)
 {
-	if (++*spins < 128)
+	if (++*spins < SPIN_LIMIT)
 		cpu_relax();
 	else
 		sched_yield();
@@ -117,49 +119,73 @@ static inline void start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
 }
 
 /*
- * Peak resident set of the process in KiB (ru_maxrss).  The driver runs
- * every row in a process of its own, so at the end of a row this is that
- * row's peak, plus the program's baseline (loader, libc, libstdc++, the
- * harness, the allocator's own start-up: 3-8 MiB).
+ * Peak resident set of the process in KiB: VmHWM from /proc/self/status.
+ * Not getrusage()'s ru_maxrss: Linux carries the RSS of the process that
+ * exec()ed us into ru_maxrss (a benchmark started by a 20 MiB Python
+ * driver would report at least 20 MiB), while VmHWM belongs to the new
+ * address space.  The driver runs every row in a process of its own, so at
+ * the end of a row this is that row's peak, plus the program's baseline
+ * (loader, libc, libstdc++, the harness, the allocator's own start-up).
  */
 static inline long peak_rss_kib(void)
 {
-	struct rusage ru;
+	char line[256];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/status", "r");
 
-	if (getrusage(RUSAGE_SELF, &ru))
-		return -1;
-	return ru.ru_maxrss;
+	if (f) {
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+				break;
+		fclose(f);
+	}
+	if (kib < 0) {
+		struct rusage ru;
+
+		if (getrusage(RUSAGE_SELF, &ru) == 0)
+			kib = ru.ru_maxrss;
+	}
+	return kib;
 }
 
 /*
  * The counters every row reports, set by thread 0 after its loop (counters
  * are summed over threads, so only one thread may set them): items (one
- * item = one "op" of the row, the unit of ns/op) and the peak RSS.
+ * item = one "op" of the row, the unit of ns/op) as a rate and as a plain
+ * count, and the peak RSS.
  */
 static inline void report_row(gb_state *st, int64_t items)
 {
 	if (gb_state_thread_index(st) != 0)
 		return;
 	gb_set_items_processed(st, items);
+	gb_counter_set(st, "items", (double)items, GB_COUNTER_DEFAULT);
 	gb_counter_set(st, "peak_rss_kib", (double)peak_rss_kib(), GB_COUNTER_DEFAULT);
 }
 
 /*
- * The two clocks rows are measured with.
+ * The clocks rows are measured with.  The development machine is a shared
+ * 2-core VM: other processes take CPUs away at random, and then the wall
+ * clock of the same run varies by 2x (single thread) to 10x (threads that
+ * hand work to each other).  CPU time does not grow when the process is not
+ * running, so the rows that do not wait on purpose are timed with it:
  *
  * row(): the CPU time of the thread running the row (Google Benchmark's
- * default, CLOCK_THREAD_CPUTIME_ID, user + system, so page faults and
- * system calls count).  For single-threaded rows this is the same as the
- * wall-clock time on an idle machine, but it does not grow when other
- * processes take the CPU away: the development machine is a shared 2-core
- * VM, where wall-clock times of the same run differ by 2x under load.
+ * default, CLOCK_THREAD_CPUTIME_ID: user + system, so page faults and
+ * system calls count).  On an idle machine the same as the wall clock.
  *
- * row_wall(): wall-clock time (UseRealTime), for rows with several threads
- * or with waiting (grace periods, a background thread): there the time a
- * thread spends blocked is part of the cost, and CPU time would hide an
- * allocator that serialises its threads on a lock.
+ * row_proc(): the CPU time of the whole process (MeasureProcessCPUTime),
+ * for rows with several threads: the cost of an op over all threads,
+ * including the allocator's or liburcu's own background threads.  It does
+ * not count time a thread sleeps in a futex wait, so an allocator that
+ * serialises threads on a sleeping lock looks better than its wall-clock
+ * throughput; the wall-clock figure of every row is reported beside it
+ * (counter "items" lets the driver compute it).
+ *
+ * row_wall(): wall-clock time (UseRealTime), for rows whose cost is
+ * waiting (cache_destroy waits for the drain thread and a grace period).
  */
-static inline gb_bench *row_clock(const char *name, gb_fn fn, void *arg, bool wall)
+static inline gb_bench *row_clock(const char *name, gb_fn fn, void *arg, int clock)
 {
 	gb_bench *b = gb_register(name, fn, arg);
 
@@ -167,19 +193,26 @@ static inline gb_bench *row_clock(const char *name, gb_fn fn, void *arg, bool wa
 		fprintf(stderr, "bench: cannot register %s\n", name);
 		exit(1);
 	}
-	if (wall)
+	if (clock == 1)
+		gb_measure_process_cpu_time(b);
+	else if (clock == 2)
 		gb_use_real_time(b);
 	return b;
 }
 
 static inline gb_bench *row(const char *name, gb_fn fn, void *arg)
 {
-	return row_clock(name, fn, arg, false);
+	return row_clock(name, fn, arg, 0);
+}
+
+static inline gb_bench *row_proc(const char *name, gb_fn fn, void *arg)
+{
+	return row_clock(name, fn, arg, 1);
 }
 
 static inline gb_bench *row_wall(const char *name, gb_fn fn, void *arg)
 {
-	return row_clock(name, fn, arg, true);
+	return row_clock(name, fn, arg, 2);
 }
 
 /* CPU time of the calling thread, ns. */

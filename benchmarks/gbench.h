@@ -1,13 +1,13 @@
 /*
  * gbench.h - a thin C interface to Google Benchmark (C++).
  *
- * Google Benchmark has no C API.  This header and gbench.cc (about 200
- * lines of C++ compiled once) let a benchmark be a plain C function, so
- * that C code measures what it would measure in C++: the same iteration
- * loop, the same adaptive iteration count, multi-threaded runs, counters,
- * console / JSON / CSV output and the same command line.  Nothing in it is
- * specific to sheaf; copy both files to reuse them (C99 or later, C++11,
- * Google Benchmark >= 1.7).
+ * Google Benchmark has no C API.  This header and gbench.cc (about 150
+ * lines of C++, compiled into the program) let a benchmark be a plain C
+ * function, so that C code measures what it would measure in C++: the same
+ * iteration loop, the same adaptive iteration count, multi-threaded runs,
+ * counters, console / JSON / CSV output and the same command line.
+ * Nothing in it is specific to sheaf; copy both files to reuse them (C99 or
+ * later, C++11, Google Benchmark >= 1.7).
  *
  * A benchmark:
  *

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "sheaf/rcu.h"
 
@@ -22,6 +23,15 @@ static struct sheaf_cache *caches_head, *caches_tail;
  * madvise + page faults cycle for programs that repeatedly free and
  * reallocate a batch; the budget bounds what an idle program keeps. */
 static size_t retained_bytes;
+
+/* A millisecond clock that costs a vDSO read; wraps every 49 days, which
+ * the unsigned differences below tolerate. */
+static uint32_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
 
 size_t cache_retained_bytes(void)
 {
@@ -63,8 +73,10 @@ static void slab_list_add(struct sheaf_cache *c, struct slab *s, unsigned int wh
 		(*head)->prev = s;
 	*head = s;
 	(*list_count(c, which))++;
-	if (which == SLAB_ON_EMPTY)
+	if (which == SLAB_ON_EMPTY) {
 		__atomic_fetch_add(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
+		s->empty_since = now_ms();
+	}
 }
 
 /* Puts a slab on the list its fill level says. */
@@ -229,6 +241,22 @@ static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep
 		slab_list_del(c, s);
 		s->next = out;
 		out = s;
+	}
+	/* Decay (like jemalloc's dirty decay, but without a background
+	 * thread): empty slabs that stayed unused for slab_decay_ms go back
+	 * when the cache is next used.  The list is newest first. */
+	uint32_t now = now_ms();
+	if (!force && c->nr_empty > keep && now - c->decay_checked >= sheaf_opt.slab_decay_ms / 2) {
+		c->decay_checked = now;
+		unsigned long seen = 0;
+		for (struct slab *s = c->empty, *next; s; s = next) {
+			next = s->next;
+			if (++seen > keep && now - s->empty_since >= sheaf_opt.slab_decay_ms) {
+				slab_list_del(c, s);
+				s->next = out;
+				out = s;
+			}
+		}
 	}
 	return out;
 }

@@ -136,7 +136,8 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
 	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
-	X(size, slab_retain, 4u << 20, "bytes of empty slabs kept resident beyond the reserves, all caches together") \
+	X(size, slab_retain, 32u << 20, "bytes of empty slabs kept resident beyond the reserves, all caches together") \
+	X(uint, slab_decay_ms, 1000, "empty slabs unused this long go back to the OS (checked on allocator activity)") \
 	X(uint, rcu_delay_ms, 30, "how long rcu_free() batches wait to fill before their grace period") \
 	X(uint, rcu_batch, 8192, "objects pending that start a grace period at once")     \
 	X(uint, rcu_fork_barrier_ms, 2000, "rcu_free_barrier() in a fork child gives up after this (ETIMEDOUT)") \
@@ -261,6 +262,7 @@ struct slab {
 	uint32_t inuse;            /* objects not in the freemap          */
 	struct slab *next, *prev;
 	struct track *tracks;      /* SHEAF_DEBUG=U: 2 per object (debug.c) */
+	uint32_t empty_since;      /* ms (coarse clock) it became empty    */
 	uint64_t freemap[];        /* bit set = object free in this slab  */
 };
 
@@ -355,6 +357,7 @@ struct sheaf_cache {
 	sheaf_lock_t lock __attribute__((aligned(CACHELINE)));
 	struct slab *partial, *empty, *full;
 	unsigned long nr_partial, nr_empty, nr_full;
+	uint32_t decay_checked;    /* ms of the last decay walk           */
 
 	uint64_t stat[SHEAF_NR_STATS] __attribute__((aligned(CACHELINE))); /* atomic adds */
 	struct sheaf_cache *next_cache;
@@ -427,6 +430,7 @@ struct large {
 	uintptr_t base;            /* mapping                             */
 	size_t map_bytes;
 	uintptr_t user;            /* pointer handed out                  */
+	size_t req;                /* size last asked for (alloc/realloc) */
 	uint32_t state;            /* LARGE_LIVE or LARGE_CACHED          */
 	struct large *next, *prev; /* cache list (most recent first)      */
 };
@@ -436,6 +440,7 @@ static inline size_t large_usable(const struct large *l)
 	return l->map_bytes - (l->user - l->base);
 }
 void *large_alloc(size_t size, size_t align, bool zero);
+void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow);
 void large_free(struct large *l);
 void *large_realloc(struct large *l, size_t size);
 bool large_trim(void);

@@ -68,6 +68,15 @@ static void live_add(struct large *l)
 
 void *large_alloc(size_t size, size_t align, bool zero)
 {
+	return large_alloc_ex(size, align, zero, false);
+}
+
+/* `grow`: the caller is a realloc making a block larger; any cached
+ * mapping that fits is taken (the smallest), since the block is likely to
+ * keep growing into it in place, which a doubling realloc loop then does
+ * without a system call. */
+void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow)
+{
 	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	if (bytes < size) {
 		errno = ENOMEM;
@@ -77,13 +86,14 @@ void *large_alloc(size_t size, size_t align, bool zero)
 		struct large *best = NULL;
 		lock_acquire(&large_lock);
 		for (struct large *l = lc_head; l; l = l->next)
-			if (l->map_bytes >= bytes && l->map_bytes - bytes <= bytes &&
+			if (l->map_bytes >= bytes && (grow || l->map_bytes - bytes <= bytes) &&
 			    (!best || l->map_bytes < best->map_bytes))
 				best = l;
 		if (best) {
 			lc_unlink(best);
 			best->state = LARGE_LIVE;
 			best->user = best->base;
+			best->req = size;
 			live_add(best);
 		}
 		lock_release(&large_lock);
@@ -107,6 +117,7 @@ void *large_alloc(size_t size, size_t align, bool zero)
 	}
 	l->base = l->user = (uintptr_t)p;
 	l->map_bytes = bytes;
+	l->req = size;
 	l->state = LARGE_LIVE;
 	if (!large_register(l)) {
 		page_unmap(p, bytes);
@@ -166,11 +177,15 @@ void *large_realloc(struct large *l, size_t size)
 	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	if (bytes < size || l->user != l->base || sheaf_on_valgrind)
 		return NULL;   /* aligned mappings (and memcheck's blocks) move by copy */
+	size_t was = l->req;
+	l->req = size;
 	if (bytes == l->map_bytes)
 		return (void *)l->user;
 	if (bytes < l->map_bytes) {
-		if (bytes > l->map_bytes / 2)
-			return (void *)l->user;   /* not worth a system call */
+		/* Give memory back only for a real shrink by half or more: a
+		 * block growing inside a roomy mapping stays in place. */
+		if (size >= was || bytes > l->map_bytes / 2)
+			return (void *)l->user;
 		size_t cut = l->map_bytes - bytes;
 		pagemap_set(l->base + bytes, cut >> PAGE_SHIFT, 0);
 		page_unmap((void *)(l->base + bytes), cut);

@@ -155,9 +155,12 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 		if (s->cache->debug && usable > size)
 			usable = size;   /* do not copy the red zone slack */
 	}
-	void *q = malloc_fast(size);
+	void *q = size > SMALL_MAX && size > usable ? large_alloc_ex(size, PAGE_SIZE, false, true) :
+		  malloc_fast(size);
 	if (!q)
 		return NULL;   /* the old block stays valid */
+	if (size > SMALL_MAX && unlikely(sheaf_prof_on))
+		prof_alloc(q, size);
 	memcpy(q, ptr, size < usable ? size : usable);
 	free_fast(ptr, func);
 	return q;

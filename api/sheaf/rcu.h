@@ -53,7 +53,10 @@
 #define SHEAF_RCU_H
 
 #include <stddef.h>
-#include <urcu/call-rcu.h>   /* struct rcu_head only: include <urcu-qsbr.h> for the RCU API */
+/* liburcu's QSBR flavour with its short names (rcu_read_lock(),
+ * rcu_quiescent_state(), struct rcu_head ...): sheaf's grace periods are
+ * QSBR grace periods, so its users are QSBR users. */
+#include <urcu-qsbr.h>
 
 #include "sheaf.h"
 #include "sheaf/features.h"   /* generated: SHEAF_RCU_TINY in --enable-tiny builds */
