@@ -43,7 +43,7 @@ static void lc_unlink(struct large *l)
 	if (l->prev)
 		l->prev->next = l->next;
 	else
-		lc_head = l->next;
+		__atomic_store_n(&lc_head, l->next, __ATOMIC_RELAXED);   /* read unlocked */
 	if (l->next)
 		l->next->prev = l->prev;
 	else
@@ -82,6 +82,8 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow)
 		errno = ENOMEM;
 		return NULL;
 	}
+	if (bytes == 0)
+		bytes = PAGE_SIZE;   /* memalign(8192, 0): still a block of its own */
 	if (align <= PAGE_SIZE && __atomic_load_n(&lc_head, __ATOMIC_RELAXED)) {
 		struct large *best = NULL;
 		lock_acquire(&large_lock);
@@ -150,7 +152,7 @@ void large_free(struct large *l)
 			lc_head->prev = l;
 		else
 			lc_tail = l;
-		lc_head = l;
+		__atomic_store_n(&lc_head, l, __ATOMIC_RELAXED);
 		lc_bytes += l->map_bytes;
 		while (lc_bytes > sheaf_opt.large_cache) {
 			struct large *old = lc_tail;
@@ -219,7 +221,8 @@ bool large_trim(void)
 {
 	lock_acquire(&large_lock);
 	struct large *list = lc_head;
-	lc_head = lc_tail = NULL;
+	__atomic_store_n(&lc_head, NULL, __ATOMIC_RELAXED);
+	lc_tail = NULL;
 	lc_bytes = 0;
 	lock_release(&large_lock);
 	bool any = list != NULL;

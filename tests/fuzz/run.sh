@@ -90,7 +90,7 @@ echo "== fuzz: $SECONDS_WANTED s, corpus $OUT/corpus + seeds $SRC/tests/fuzz/cor
 log="$OUT/fuzz.log"
 rc=0
 # shellcheck disable=SC2086
-ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1} \
+ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:quarantine_size_mb=64} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
 	"$OUT/fuzz_alloc" -max_total_time="$SECONDS_WANTED" -print_final_stats=1 -max_len=4096 \
 	-artifact_prefix="$OUT/" ${FUZZ_FLAGS:-} "$OUT/corpus" "$SRC/tests/fuzz/corpus" >"$log" 2>&1 || rc=$?

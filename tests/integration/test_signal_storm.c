@@ -198,7 +198,7 @@ static int64_t live(const struct sheaf_stats *s) { return (int64_t)(s->allocs - 
 
 /* A registered reader keeps an rcu_free_nolock()'d object: it must stay
  * intact until the reader's next quiescent state. */
-static struct obj *_Atomic shared;
+static struct obj *shared;   /* RCU-published: rcu_assign/dereference */
 static atomic_bool reader_ok = true;
 static void *reader(void *arg)
 {
@@ -231,7 +231,8 @@ static void reader_grace_check(double seconds)
 			break;
 		struct obj *o = malloc(sizeof(struct obj) + 32);
 		fill(o, 32);
-		struct obj *old = atomic_exchange(&shared, o);
+		struct obj *old = shared;
+		rcu_assign_pointer(shared, o);
 		if (old) {
 			/* As a handler would: the nolock variant from normal
 			 * context is allowed too. */
@@ -241,7 +242,8 @@ static void reader_grace_check(double seconds)
 	}
 	atomic_store(&stop, true);
 	pthread_join(r, NULL);
-	struct obj *last = atomic_exchange(&shared, NULL);
+	struct obj *last = shared;
+	rcu_assign_pointer(shared, NULL);
 	rcu_free(last, rp);
 	atomic_store(&stop, false);
 	CHECKF(atomic_load(&reader_ok), "a reader saw an rcu_free_nolock()'d object change "
