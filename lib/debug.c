@@ -23,7 +23,6 @@
  */
 #include "internal.h"
 
-#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -105,21 +104,6 @@ static void track_record(struct track *t)
 #endif
 }
 
-/* One frame: "func+0x1c (libfoo.so)" where dladdr() knows a symbol.
- * dladdr allocates nothing. */
-static void frame_print(int n, void *ip)
-{
-	Dl_info info;
-	if (dladdr(ip, &info) && info.dli_sname)
-		diag_printf("    #%d %p %s+0x%lx (%s)\n", n, ip, info.dli_sname,
-			    (unsigned long)((uintptr_t)ip - (uintptr_t)info.dli_saddr), info.dli_fname);
-	else if (dladdr(ip, &info) && info.dli_fname)
-		diag_printf("    #%d %p (%s+0x%lx)\n", n, ip, info.dli_fname,
-			    (unsigned long)((uintptr_t)ip - (uintptr_t)info.dli_fbase));
-	else
-		diag_printf("    #%d %p\n", n, ip);
-}
-
 static void track_print(const char *what, const struct track *t, bool wanted)
 {
 	if (!wanted)
@@ -129,15 +113,7 @@ static void track_print(const char *what, const struct track *t, bool wanted)
 		return;
 	}
 	diag_printf("  %s by thread %d:\n", what, (int)t->tid);
-	/* Skip sheaf's own frames: the call site is the first frame outside
-	 * this library. */
-	Dl_info self;
-	const void *self_base = dladdr((void *)track_print, &self) ? self.dli_fbase : NULL;
-	int i = 0, n = 0;
-	for (Dl_info info; i < t->depth && dladdr(t->addrs[i], &info) && info.dli_fbase == self_base; )
-		i++;
-	for (; i < t->depth; i++)
-		frame_print(n++, t->addrs[i]);
+	diag_frames("    ", t->addrs, t->depth, DEBUG_TRACK_DEPTH);
 }
 
 size_t debug_track_bytes(uint32_t objects)

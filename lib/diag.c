@@ -180,11 +180,44 @@ void diag_printf(const char *fmt, ...)
 	diag_write(buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
+/* One frame: "func+0x1c (libfoo.so)" where dladdr() knows a symbol,
+ * "(file+offset)" for addr2line otherwise.  dladdr allocates nothing. */
+static void diag_frame(const char *indent, int n, void *ip)
+{
+	Dl_info info;
+	bool known = dladdr(ip, &info) != 0;
+	if (known && info.dli_sname)
+		diag_printf("%s#%d %p %s+0x%lx (%s)\n", indent, n, ip, info.dli_sname,
+			    (unsigned long)((uintptr_t)ip - (uintptr_t)info.dli_saddr), info.dli_fname);
+	else if (known && info.dli_fname)
+		diag_printf("%s#%d %p (%s+0x%lx)\n", indent, n, ip, info.dli_fname,
+			    (unsigned long)((uintptr_t)ip - (uintptr_t)info.dli_fbase));
+	else
+		diag_printf("%s#%d %p\n", indent, n, ip);
+}
+
+/* True for an address inside libsheaf itself. */
+static bool diag_is_ours(void *ip)
+{
+	Dl_info self, info;
+	return dladdr((void *)diag_frame, &self) && dladdr(ip, &info) &&
+	       info.dli_fbase == self.dli_fbase;
+}
+
+void diag_frames(const char *indent, void *const *addrs, int depth, int max)
+{
+	int i = 0, n = 0;
+	while (i < depth && diag_is_ours(addrs[i]))
+		i++;   /* the call site is the first frame outside sheaf */
+	for (; i < depth && n < max; i++)
+		diag_frame(indent, n++, addrs[i]);
+}
+
 /*
- * The caller's stack, one frame a line, after a report.  Frames are walked
- * with libunwind's unw_step() and named with dladdr(): neither allocates
- * through malloc (unw_get_proc_name() would, and a report may come from
- * under an allocator lock).  sheaf's own frames are skipped.
+ * The caller's stack after a report.  Frames are walked with libunwind's
+ * unw_step() and named with dladdr(): neither allocates through malloc
+ * (unw_get_proc_name() would, and a report may come from under an
+ * allocator lock).  sheaf's own frames are skipped.
  */
 void diag_backtrace(void)
 {
@@ -193,32 +226,9 @@ void diag_backtrace(void)
 	 * (write(2) of unmapped bytes) would be reported as errors. */
 	if (!sheaf_opt.backtrace || sheaf_under_valgrind)
 		return;
-	unw_context_t ctx;
-	unw_cursor_t cursor;
-	if (unw_getcontext(&ctx) != 0 || unw_init_local(&cursor, &ctx) != 0)
-		return;
-	Dl_info self;
-	const void *self_base = dladdr((void *)diag_backtrace, &self) ? self.dli_fbase : NULL;
-	int n = 0;
-	bool ours = true;
-	while (n < 24 && unw_step(&cursor) > 0) {
-		unw_word_t ip = 0;
-		unw_get_reg(&cursor, UNW_REG_IP, &ip);
-		Dl_info info;
-		bool known = dladdr((void *)ip, &info) != 0;
-		if (ours && known && info.dli_fbase == self_base)
-			continue;
-		ours = false;
-		if (known && info.dli_sname)
-			diag_printf("    #%d %p %s+0x%lx (%s)\n", n, (void *)ip, info.dli_sname,
-				    (unsigned long)(ip - (uintptr_t)info.dli_saddr), info.dli_fname);
-		else if (known && info.dli_fname)
-			diag_printf("    #%d %p (%s+0x%lx)\n", n, (void *)ip, info.dli_fname,
-				    (unsigned long)(ip - (uintptr_t)info.dli_fbase));
-		else
-			diag_printf("    #%d %p\n", n, (void *)ip);
-		n++;
-	}
+	void *addrs[32];
+	int depth = unw_backtrace(addrs, 32);
+	diag_frames("    ", addrs, depth, 24);
 #endif
 }
 

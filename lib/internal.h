@@ -167,6 +167,8 @@ int diag_snprintf(char *buf, size_t n, const char *fmt, ...) __attribute__((form
 cold void diag_bad_pointer(const char *func, const void *ptr, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 cold void diag_backtrace(void);
+/* Prints recorded frames, skipping sheaf's own, at most `max`. */
+cold void diag_frames(const char *indent, void *const *addrs, int depth, int max);
 cold __attribute__((noreturn)) void diag_fatal(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 cold __attribute__((noreturn)) void diag_assert_fail(const char *cond, const char *file, int line);

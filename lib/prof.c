@@ -13,7 +13,6 @@
  */
 #include "internal.h"
 
-#include <dlfcn.h>
 #include <string.h>
 
 #ifdef HAVE_LIBUNWIND
@@ -129,19 +128,6 @@ static bool same_stack(const struct sample *a, const struct sample *b)
 	return a->depth == b->depth && !memcmp(a->addrs, b->addrs, (size_t)a->depth * sizeof(void *));
 }
 
-static void print_frame(int n, void *ip)
-{
-	Dl_info info;
-	if (dladdr(ip, &info) && info.dli_sname)
-		diag_printf("      #%d %p %s+0x%lx (%s)\n", n, ip, info.dli_sname,
-			    (unsigned long)((uintptr_t)ip - (uintptr_t)info.dli_saddr), info.dli_fname);
-	else if (dladdr(ip, &info) && info.dli_fname)
-		diag_printf("      #%d %p (%s+0x%lx)\n", n, ip, info.dli_fname,
-			    (unsigned long)((uintptr_t)ip - (uintptr_t)info.dli_fbase));
-	else
-		diag_printf("      #%d %p\n", n, ip);
-}
-
 /* Top live-bytes sites, on stderr (no stdio: it may run at exit). */
 void prof_report(void)
 {
@@ -174,15 +160,7 @@ void prof_report(void)
 		struct site *s = &sites[best];
 		diag_printf("  %zu KiB (%zu%%) in %zu samples, e.g. %zu-byte blocks, allocated at:\n",
 			    s->bytes >> 10, total ? s->bytes * 100 / total : 0, s->count, s->first->size);
-		/* Skip sheaf's own frames. */
-		Dl_info self;
-		const void *self_base = dladdr((void *)prof_report, &self) ? self.dli_fbase : NULL;
-		int i = 0, n = 0;
-		for (Dl_info info; i < s->first->depth && dladdr(s->first->addrs[i], &info) &&
-				   info.dli_fbase == self_base;)
-			i++;
-		for (; i < s->first->depth && n < 8; i++)
-			print_frame(n++, s->first->addrs[i]);
+		diag_frames("      ", s->first->addrs, s->first->depth, 8);
 		sites[best] = sites[--nsites];
 	}
 	lock_release(&prof_lock);

@@ -189,10 +189,13 @@ static bool slot_push(struct thread_cache *tc, struct sheaf **slot, struct sheaf
 		__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);
 		handoff_sheaf(s);
 	} else {
+		/* Read before publishing: once in the slot, the sheaf may be
+		 * stolen, processed and freed by the drain thread. */
+		bool first = s->size == 1;
 		__atomic_store_n(slot, s, __ATOMIC_RELEASE);
 		/* A new partial sheaf: the drain thread must come for it after
 		 * rcu_delay_ms even if this thread never fills it. */
-		if (s->size == 1)
+		if (first)
 			drain_notify(false, false);
 	}
 	return true;

@@ -303,6 +303,13 @@ int main(void)
 
 	CHECKF(atomic_load(&errors) == 0, "%ld content errors", atomic_load(&errors));
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+#ifdef UNDER_SANITIZER
 	/* Sanitizer runtimes keep their own shadow and thread memory. */
 	rss_end = rss_warm;
 #endif

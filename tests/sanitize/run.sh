@@ -23,7 +23,8 @@
 # which renames the malloc family in the test's code to the sheaf_* names,
 # and linked with the core.  TSan builds also get tests/sanitize/tsan_urcu.h
 # and tsan_urcu.c, which show TSan liburcu's publication and grace-period
-# ordering (see there).
+# ordering, and tsan_mremap.c, which does sheaf's mremap() with the mmap and
+# munmap that TSan follows (see there).
 #
 # Environment:
 #   SAN_CC         compiler (default clang, else gcc)
@@ -121,7 +122,7 @@ declare -A SANFLAGS=(
 	[asan]="-fsanitize=address,undefined -fno-sanitize-recover=all"
 	[tsan]="-fsanitize=thread"
 )
-TSAN_WRAP="-Wl,--wrap=urcu_qsbr_quiescent_state,--wrap=urcu_qsbr_thread_offline,--wrap=urcu_qsbr_unregister_thread,--wrap=urcu_qsbr_synchronize_rcu"
+TSAN_WRAP="-Wl,--wrap=urcu_qsbr_quiescent_state,--wrap=urcu_qsbr_thread_offline,--wrap=urcu_qsbr_unregister_thread,--wrap=urcu_qsbr_synchronize_rcu,--wrap=mremap"
 
 # Runtime options.  detect_leaks=0: sheaf's blocks are mappings that
 # LeakSanitizer neither tracks nor scans for pointers, so the only leaks it
@@ -172,9 +173,11 @@ build_core() {
 	done
 	for p in "${pids[@]}"; do wait "$p" || return 1; done
 	if [ "$stage" = tsan ]; then
-		"$CC" "${flags[@]}" -c "$SRC/tests/sanitize/tsan_urcu.c" -o "$dir/tsan_urcu.o" \
-			2>>"$OUT/logs/$stage-core.log" || return 1
-		core_objs+=("$dir/tsan_urcu.o")
+		for s in tsan_urcu tsan_mremap; do
+			"$CC" "${flags[@]}" -c "$SRC/tests/sanitize/$s.c" -o "$dir/$s.o" \
+				2>>"$OUT/logs/$stage-core.log" || return 1
+			core_objs+=("$dir/$s.o")
+		done
 	fi
 	return 0
 }
