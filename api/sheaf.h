@@ -93,8 +93,10 @@ SHEAF_API int sheaf_malloc_trim(size_t pad);
  *
  * sheaf_free_nolock() frees any block from sheaf (malloc, caches,
  * sheaf_malloc_nolock).  When it cannot put the object into a sheaf at
- * once, the free is deferred to the next allocator call of any thread or
- * to the background thread; the object is unusable from the call on.
+ * once, the free is deferred to the next allocator slow path of any thread
+ * (sheaf_malloc_trim() and the rcu barriers run it too) or to the
+ * background thread; the object is unusable from the call on, and a second
+ * free of it is diagnosed.
  * Bad pointers are diagnosed as by free().
  */
 SHEAF_API void *sheaf_malloc_nolock(size_t size) SHEAF_MALLOC_ATTR;

@@ -436,7 +436,7 @@ struct large {
 	uint32_t state;            /* LARGE_LIVE or LARGE_CACHED          */
 	struct large *next, *prev; /* cache list (most recent first)      */
 };
-enum { LARGE_LIVE = 0x4c495645, LARGE_CACHED = 0x43414348 };
+enum { LARGE_LIVE = 0x4c495645, LARGE_CACHED = 0x43414348, LARGE_DEFERRED = 0x44454645 };
 static inline size_t large_usable(const struct large *l)
 {
 	return l->map_bytes - (l->user - l->base);
@@ -531,18 +531,21 @@ void cache_free_any(struct sheaf_cache *c, void *obj);
 
 /* ----------------------------------------------------------------- nolock */
 /* Frees deferred by signal handlers (sheaf_free_nolock() that could not
- * use a sheaf), linked through the marker word of each object. */
+ * use a sheaf): marked free and linked through the word after the marker
+ * (nolock.c). */
 extern void *nolock_deferred;
-extern int rcu_start_pending;
+extern int rcu_start_pending;           /* rcu.c: a handler queued work, no drain thread */
+extern unsigned int nolock_slots_used;   /* nolock.c: frees parked in the slot array */
 /* Refills the stashes handlers asked for (thread's own slow paths). */
 void nolock_refill(struct thread_cache *tc);
 /* Gives the stashes back (thread exit). */
-void nolock_release(struct thread_cache *tc);   /* rcu.c: a handler queued work, no drain thread */
+void nolock_release(struct thread_cache *tc);
 void nolock_process(void);
 void rcu_nolock_poll(void);
 static inline void nolock_poll(void)
 {
-	if (unlikely(__atomic_load_n(&nolock_deferred, __ATOMIC_RELAXED)))
+	if (unlikely(__atomic_load_n(&nolock_deferred, __ATOMIC_RELAXED) ||
+		     __atomic_load_n(&nolock_slots_used, __ATOMIC_RELAXED)))
 		nolock_process();
 	if (unlikely(__atomic_load_n(&rcu_start_pending, __ATOMIC_RELAXED)))
 		rcu_nolock_poll();

@@ -31,25 +31,77 @@
 void *nolock_deferred;
 void (*sheaf_test_hook)(int point);
 
+/*
+ * A deferred free is marked free at once (so that a second free of it is
+ * diagnosed, not followed), and linked through the word after the marker.
+ * Objects with no such word (8-byte objects, constructed objects whose
+ * marker sits in the one spare word) take a slot of a small static array
+ * instead; should that be full, the object is leaked, never reused twice.
+ * Large blocks are linked through their first word and their descriptor
+ * says LARGE_DEFERRED.
+ */
+#define DEFER_SLOTS 1024
+static void *defer_slots[DEFER_SLOTS];
+unsigned int nolock_slots_used;   /* atomic: a hint for nolock_poll() */
+
+static void **defer_link(void *p, uintptr_t e)
+{
+	if (e & PM_TAG_LARGE)
+		return (void **)p;
+	return (void **)p + 1;
+}
+
+static void free_deferred(void *p)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)p);
+	if (e & PM_TAG_LARGE) {
+		large_free((struct large *)(e & ~PM_TAG_LARGE));
+		return;
+	}
+	/* Already validated and marked free by sheaf_free_nolock(). */
+	cache_free_any(((struct slab *)e)->cache, p);
+}
+
 void nolock_process(void)
 {
 	void *p = __atomic_exchange_n(&nolock_deferred, NULL, __ATOMIC_ACQUIRE);
 	while (p) {
-		uintptr_t e = pagemap_lookup((uintptr_t)p);
-		void *next;
-		if (e & PM_TAG_LARGE)
-			next = *(void **)p;
-		else
-			next = *(void **)((char *)p + ((struct slab *)e)->cache->marker_off);
-		do_free_slow(p, "sheaf_free_nolock()");
+		void *next = *defer_link(p, pagemap_lookup((uintptr_t)p));
+		free_deferred(p);
 		p = next;
+	}
+	if (__atomic_load_n(&nolock_slots_used, __ATOMIC_ACQUIRE)) {
+		for (unsigned int i = 0; i < DEFER_SLOTS; i++) {
+			void *q = __atomic_exchange_n(&defer_slots[i], NULL, __ATOMIC_ACQUIRE);
+			if (q) {
+				__atomic_fetch_sub(&nolock_slots_used, 1, __ATOMIC_RELEASE);
+				free_deferred(q);
+			}
+		}
 	}
 }
 
 static void nolock_defer(void *p, uintptr_t e)
 {
-	void **link = (e & PM_TAG_LARGE) ? (void **)p :
-		      (void **)((char *)p + ((struct slab *)e)->cache->marker_off);
+	if (e & PM_TAG_LARGE) {
+		((struct large *)(e & ~PM_TAG_LARGE))->state = LARGE_DEFERRED;
+	} else {
+		struct sheaf_cache *c = ((struct slab *)e)->cache;
+		if (c->marker_off || c->object_size < 2 * sizeof(void *)) {
+			size_t h = ((uintptr_t)p >> 4) % DEFER_SLOTS;
+			for (unsigned int i = 0; i < DEFER_SLOTS; i++) {
+				void *expect = NULL;
+				if (__atomic_compare_exchange_n(&defer_slots[(h + i) % DEFER_SLOTS], &expect, p,
+								false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+					__atomic_fetch_add(&nolock_slots_used, 1, __ATOMIC_RELEASE);
+					return;
+				}
+			}
+			return;   /* no room: leaked, never handed out twice */
+		}
+		obj_mark_free(c, p);
+	}
+	void **link = defer_link(p, e);
 	void *head = __atomic_load_n(&nolock_deferred, __ATOMIC_RELAXED);
 	do
 		*link = head;

@@ -133,5 +133,23 @@ int main(void)
 	/* The first call of each round finds the stash empty and asks the
 	 * thread to refill it; later ones are served. */
 	CHECK(handler_allocs > 0);
+	/* A free deferred by sheaf_free_nolock() (no stash for this class
+	 * yet in this thread) is marked free at once: a second free is
+	 * diagnosed, and the block is not handed out twice. */
+	sheaf_opt.abort_on_error = false;
+	struct sheaf_cache_stats st0, st1;
+	struct sheaf_cache *c64 = &kmalloc_caches[size_to_class(200)];
+	sheaf_cache_stats_get(c64, &st0);
+	char *p = sheaf_malloc(200);
+	sheaf_free_nolock(p);
+	sheaf_free(p);   /* double free: expect a diagnostic */
+	sheaf_cache_stats_get(c64, &st1);
+	CHECKF(st1.events[SHEAF_STAT_free_invalid] == st0.events[SHEAF_STAT_free_invalid] + 1,
+	       "a double free after sheaf_free_nolock() was not diagnosed");
+	char *q1 = sheaf_malloc(200), *q2 = sheaf_malloc(200);
+	CHECK(q1 != q2);
+	sheaf_free(q1);
+	sheaf_free(q2);
+	sheaf_opt.abort_on_error = true;
 	return check_done("test_nolock");
 }
