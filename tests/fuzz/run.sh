@@ -8,7 +8,7 @@
 #   FUZZ_CC        the compiler (default clang; libFuzzer needs clang)
 #   FUZZ_JOBS      parallel compiles (default: number of CPUs)
 #   FUZZ_FLAGS     extra libFuzzer flags (e.g. -jobs=2, -dict=..., -seed=1)
-#   FUZZ_CFLAGS    extra flags for the target (e.g. -DFUZZ_AVOID_ALIGNED_ZERO,
+#   FUZZ_CFLAGS    extra flags for the target (e.g. -DFUZZ_AVOID_<NAME>,
 #                  see "Known bugs" in fuzz_alloc.c)
 #   SHEAF_SRCDIR   source tree (default: the one this script is in)
 #   SHEAF_BUILDDIR a configured build tree, for config.h and
