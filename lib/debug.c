@@ -148,46 +148,40 @@ static const uint8_t *find_not(const uint8_t *p, size_t n, uint8_t v)
 	return NULL;
 }
 
+/* Checks that [zone, zone+len) still holds the red zone pattern; reports
+ * and repairs it if not.  `what` starts the report ("... at offset N"). */
+static int check_zone(const struct sheaf_cache *c, const struct slab *s, uint8_t *obj,
+		      uint8_t *zone, size_t len, const char *what)
+{
+	const uint8_t *b = find_not(zone, len, RZ_BYTE);
+	if (!b)
+		return 0;
+	char msg[128];
+	diag_snprintf(msg, sizeof(msg), "%s at offset %ld (0x%x)", what, (long)(b - obj), *b);
+	report_begin(c, msg, obj);
+	memset(zone, RZ_BYTE, len);
+	report_end(s, obj);
+	return 1;
+}
+
 static int check_redzones(const struct sheaf_cache *c, const struct slab *s, uint8_t *obj)
 {
 	int bad = 0;
+	uint32_t idx = slab_index(s, (uintptr_t)obj);
 	/* The bytes between the size asked for and the object's end are a
 	 * red zone too (kmalloc's orig_size). */
-	const struct track *t = track_of(s, slab_index(s, (uintptr_t)obj), false);
-	if (t && t->size && t->size < c->object_size && !slab_obj_is_free(s, slab_index(s, (uintptr_t)obj))) {
-		const uint8_t *b = find_not(obj + t->size, c->object_size - t->size, RZ_BYTE);
-		if (b) {
-			char what[112];
-			diag_snprintf(what, sizeof(what), "write past the %u bytes asked for, at offset %lu (0x%x)",
-				      t->size, (unsigned long)(b - obj), *b);
-			report_begin(c, what, obj);
-			memset(obj + t->size, RZ_BYTE, c->object_size - t->size);
-			report_end(s, obj);
-			bad++;
-		}
+	const struct track *t = track_of(s, idx, false);
+	if (t && t->size && t->size < c->object_size && !slab_obj_is_free(s, idx)) {
+		char what[64];
+		diag_snprintf(what, sizeof(what), "write past the %u bytes asked for,", t->size);
+		bad += check_zone(c, s, obj, obj + t->size, c->object_size - t->size, what);
 	}
-	uint8_t *before = obj - DEBUG_RZ, *after = obj + c->object_size;
-	size_t after_len = c->size - DEBUG_RZ - c->object_size;
-	const uint8_t *b = find_not(before, DEBUG_RZ, RZ_BYTE);
-	if (b) {
-		char what[96];
-		diag_snprintf(what, sizeof(what), "red zone before the object overwritten at offset -%lu (0x%x)",
-			      (unsigned long)(obj - b), *b);
-		report_begin(c, what, obj);
-		memset(before, RZ_BYTE, DEBUG_RZ);
-		report_end(s, obj);
-		bad++;
-	}
-	b = find_not(after, after_len, RZ_BYTE);
-	if (b) {
-		char what[96];
-		diag_snprintf(what, sizeof(what), "red zone after the object overwritten at offset %lu (0x%x)",
-			      (unsigned long)(b - obj), *b);
-		report_begin(c, what, obj);
-		memset(after, RZ_BYTE, after_len);
-		report_end(s, obj);
-		bad++;
-	}
+	/* The zones are obj_offset bytes before (alignment may make that more
+	 * than DEBUG_RZ) and the rest of the stride after. */
+	bad += check_zone(c, s, obj, obj - c->obj_offset, c->obj_offset,
+			  "red zone before the object overwritten");
+	bad += check_zone(c, s, obj, obj + c->object_size, c->size - c->obj_offset - c->object_size,
+			  "red zone after the object overwritten");
 	return bad;
 }
 
