@@ -24,15 +24,6 @@ static struct sheaf_cache *caches_head, *caches_tail;
  * reallocate a batch; the budget bounds what an idle program keeps. */
 static size_t retained_bytes;
 
-/* A millisecond clock that costs a vDSO read; wraps every 49 days, which
- * the unsigned differences below tolerate. */
-static uint32_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
-}
-
 size_t cache_retained_bytes(void)
 {
 	return __atomic_load_n(&retained_bytes, __ATOMIC_RELAXED);
@@ -75,7 +66,7 @@ static void slab_list_add(struct sheaf_cache *c, struct slab *s, unsigned int wh
 	(*list_count(c, which))++;
 	if (which == SLAB_ON_EMPTY) {
 		__atomic_fetch_add(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
-		s->empty_since = now_ms();
+		s->empty_since = coarse_ms();
 	}
 }
 
@@ -91,11 +82,17 @@ static void slab_relist(struct sheaf_cache *c, struct slab *s)
 }
 
 /* ----------------------------------------------------------------- setup */
-static unsigned int slab_order_for(uint32_t stride)
+/*
+ * The smallest slab order that holds at least 8 objects with at most 1/8
+ * of the run wasted.  `guard`: the run ends in a guard page (secure mode),
+ * which is then counted as waste, so secure slabs start at 64 KiB (a
+ * 16 KiB slab would give a quarter of itself to its guard).
+ */
+static unsigned int slab_order_for(uint32_t stride, size_t guard)
 {
-	unsigned int order = 0;
+	unsigned int order = guard ? 2 : 0;
 	for (;;) {
-		size_t bytes = SLAB_MIN_BYTES << order;
+		size_t bytes = (SLAB_MIN_BYTES << order) - guard;
 		size_t objs = bytes / stride;
 		size_t waste = bytes - objs * stride;
 		if (objs > SLAB_MAX_OBJECTS)
@@ -149,8 +146,15 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 	c->cls = (uint16_t)(cls >= 0 ? cls : CLASS_NONE);
 	c->flags = flags;
 	c->ctor = ctor;
-	c->slab_order = (uint8_t)slab_order_for(c->size);
-	c->objects_per_slab = (uint32_t)((SLAB_MIN_BYTES << c->slab_order) / c->size);
+	/* Secure mode: a PROT_NONE page after the last object of every slab
+	 * stops a linear overflow at the slab's end, and refills hand objects
+	 * out in a random order (slab_take), so that what sits next to a
+	 * block cannot be predicted. */
+	size_t guard = sheaf_opt.secure ? PAGE_SIZE : 0;
+	c->guard = guard != 0;
+	c->rnd = sheaf_free_key ^ (uintptr_t)c;
+	c->slab_order = (uint8_t)slab_order_for(c->size, guard);
+	c->objects_per_slab = (uint32_t)(((SLAB_MIN_BYTES << c->slab_order) - guard) / c->size);
 	c->recip = slab_recip(c->size);
 	/* A debugged cache has no sheaves: every operation is checked. */
 	if (!config_tiny && !(flags & SHEAF_NO_SHEAVES) && !debug) {
@@ -245,7 +249,7 @@ static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep
 	/* Decay (like jemalloc's dirty decay, but without a background
 	 * thread): empty slabs that stayed unused for slab_decay_ms go back
 	 * when the cache is next used.  The list is newest first. */
-	uint32_t now = now_ms();
+	uint32_t now = coarse_ms();
 	if (!force && c->nr_empty > keep && now - c->decay_checked >= sheaf_opt.slab_decay_ms / 2) {
 		c->decay_checked = now;
 		unsigned long seen = 0;
@@ -298,7 +302,7 @@ void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
 			s = (struct slab *)e;
 			sheaf_assert(e && !(e & PM_TAG_LARGE) && s->cache == c);
 			lo = s->base;
-			hi = lo + (SLAB_MIN_BYTES << s->order);
+			hi = lo + (uintptr_t)s->objects * s->size;
 		}
 		if (unlikely(!slab_put(s, objs[i]))) {
 			stat(c, free_invalid);

@@ -254,20 +254,23 @@ void debug_set_size(struct sheaf_cache *c, void *obj, size_t size)
 	memset((uint8_t *)obj + size, RZ_BYTE, c->object_size - size);
 }
 
+/* F: the slab's count must agree with its bitmap.  Called with c->lock
+ * held: other threads change both under it. */
+void debug_slab_consistent(struct sheaf_cache *c, struct slab *s)
+{
+	uint32_t free_bits = 0;
+	for (uint32_t w = 0; w < (s->objects + 63) / 64; w++)
+		free_bits += (uint32_t)__builtin_popcountll(s->freemap[w]);
+	if (free_bits + s->inuse != s->objects)
+		diag_printf("sheaf: BUG %s: slab %p counts %u objects in use, its bitmap %u\n",
+			    c->name, (void *)s->base, s->inuse, s->objects - free_bits);
+}
+
 void debug_on_free(struct sheaf_cache *c, struct slab *s, void *p)
 {
 	uint8_t *obj = p;
 	if (c->debug & DEBUG_Z)
 		check_redzones(c, s, obj);
-	if (c->debug & DEBUG_F) {
-		/* The slab's count must agree with its bitmap. */
-		uint32_t free_bits = 0;
-		for (uint32_t w = 0; w < (s->objects + 63) / 64; w++)
-			free_bits += (uint32_t)__builtin_popcountll(s->freemap[w]);
-		if (free_bits + s->inuse != s->objects)
-			diag_printf("sheaf: BUG %s: slab %p counts %u objects in use, its bitmap %u\n",
-				    c->name, (void *)s->base, s->inuse, s->objects - free_bits);
-	}
 	if (c->debug & DEBUG_U)
 		track_record(track_of(s, slab_index(s, (uintptr_t)obj), true));
 	if (c->debug & DEBUG_P)

@@ -38,7 +38,8 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 		if (likely(s->size)) {
 			void *p = s->objects[--s->size];
 			pcs->alloc_fast++;
-			*(uintptr_t *)p = 0;   /* obj_mark_alloc(): kmalloc markers sit at 0 */
+			if (config_harden)
+				*(uintptr_t *)p = 0;   /* obj_mark_alloc(): kmalloc markers sit at 0 */
 			return p;
 		}
 	}
@@ -56,8 +57,10 @@ static inline __attribute__((always_inline)) void free_fast(void *ptr, const cha
 		struct pcs *pcs = &tc->pcs[slab->cls];
 		struct sheaf *s = pcs->main;
 		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
-			   *(uintptr_t *)ptr != free_marker(ptr) && s->size < s->capacity)) {
-			*(uintptr_t *)ptr = free_marker(ptr);
+			   (!config_harden || *(uintptr_t *)ptr != free_marker(ptr)) &&
+			   s->size < s->capacity)) {
+			if (config_harden)
+				*(uintptr_t *)ptr = free_marker(ptr);
 			s->objects[s->size] = ptr;
 			barrier();
 			s->size++;

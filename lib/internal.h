@@ -44,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "sheaf.h"
 
@@ -59,11 +60,28 @@ static const bool config_tiny = true;
 #else
 static const bool config_tiny = false;
 #endif
+/* The free marker (below): the fast-path double-free check.  Only
+ * --disable-hardening turns it off, to measure what it costs. */
+#ifdef SHEAF_CONFIG_NO_HARDENING
+static const bool config_harden = false;
+#else
+static const bool config_harden = true;
+#endif
 #ifdef SHEAF_CONFIG_DEBUG
 static const bool config_debug = true;
 #else
 static const bool config_debug = false;
 #endif
+
+/* A millisecond clock that costs a vDSO read (decay of empty slabs and of
+ * cached large mappings); wraps every 49 days, which unsigned differences
+ * tolerate. */
+static inline uint32_t coarse_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
 
 /* Internal invariant checks: compiled in every build, executed in debug. */
 #define sheaf_assert(cond)                                                       \
@@ -128,11 +146,13 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(bool, abort_on_error, 1, "abort() after diagnosing a bad free; 0 = report, leak the block, continue") \
 	X(bool, stats, 0, "print the statistics table on stderr at exit (alias: SHEAF_STATS=1)") \
 	X(bool, stats_json, 0, "print the statistics at exit as JSON instead (alias: SHEAF_STATS=json)") \
+	X(bool, secure, 0, "guard page after every slab and large block, randomised object order (costs: see README)") \
 	X(bool, backtrace, 1, "add a libunwind backtrace to every bad-pointer report")  \
 	X(size, prof_sample, 0, "heap profiler: sample one allocation per this many bytes (0 = off); top sites printed at exit") \
 	X(bool, valgrind, 1, "under valgrind: report blocks to memcheck (threads then run without sheaves)") \
-	X(size, large_cache, 8u << 20, "bytes of freed large mappings kept for reuse")    \
-	X(size, large_cache_max, 4u << 20, "largest single mapping kept in the large cache") \
+	X(size, large_cache, 64u << 20, "bytes of freed large mappings kept for reuse")   \
+	X(size, large_cache_max, 32u << 20, "largest single mapping kept in the large cache") \
+	X(uint, large_decay_ms, 1000, "cached large mappings unused this long are unmapped (checked on large allocations)") \
 	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
 	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
@@ -188,6 +208,7 @@ void debug_slab_init(struct sheaf_cache *c, struct slab *s);
 /* slot -> the object handed out, checked and tracked. */
 void *debug_on_alloc(struct sheaf_cache *c, void *slot);
 void debug_on_free(struct sheaf_cache *c, struct slab *s, void *obj);
+void debug_slab_consistent(struct sheaf_cache *c, struct slab *s);   /* c->lock held */
 void debug_set_size(struct sheaf_cache *c, void *obj, size_t size);
 void debug_report_double_free(struct sheaf_cache *c, struct slab *s, void *obj);
 
@@ -251,20 +272,29 @@ void meta_fork_child(void);
 enum slab_list { SLAB_ON_FULL, SLAB_ON_PARTIAL, SLAB_ON_EMPTY };
 
 struct slab {
-	/* Read by the free fast path: keep these first, in one line. */
+	/*
+	 * Read by the free fast path of every thread, written only by
+	 * slab_create(): one line of its own.  The fields the slow paths
+	 * write under cache->lock live in the next line, or every flush
+	 * and refill on one core would evict this line from the caches of
+	 * all the others that free into the slab (false sharing; it showed
+	 * as poor scaling beyond 4 threads on a 16-core machine).
+	 */
 	uintptr_t base;            /* first object                        */
 	uint64_t recip;            /* ceil(2^40 / size): index w/o division */
 	uint32_t size;             /* object stride                       */
 	uint16_t cls;              /* size class, CLASS_NONE for user caches */
 	uint8_t order;             /* run is SLAB_MIN_BYTES << order      */
-	uint8_t list;              /* enum slab_list, under cache->lock   */
-	struct sheaf_cache *cache;
-	/* Under cache->lock. */
+	bool guard;                /* last page PROT_NONE (secure mode)   */
 	uint32_t objects;
-	uint32_t inuse;            /* objects not in the freemap          */
-	struct slab *next, *prev;
+	struct sheaf_cache *cache;
 	struct track *tracks;      /* SHEAF_DEBUG=U: 2 per object (debug.c) */
+	uintptr_t run;             /* the pages: base, or below it (secure) */
+	/* Under cache->lock. */
+	uint32_t inuse __attribute__((aligned(CACHELINE))); /* not in the freemap */
+	uint8_t list;              /* enum slab_list                      */
 	uint32_t empty_since;      /* ms (coarse clock) it became empty    */
+	struct slab *next, *prev;
 	uint64_t freemap[];        /* bit set = object free in this slab  */
 };
 
@@ -347,6 +377,7 @@ struct sheaf_cache {
 	uint16_t cls;              /* size class or CLASS_NONE            */
 	uint8_t slab_order;
 	uint8_t debug;             /* SHEAF_DEBUG flags (debug.c)         */
+	bool guard;                /* secure: slabs end in a guard page   */
 	uint32_t obj_offset;       /* object start within its slot: red zone */
 	unsigned int id;           /* index into thread_cache->ext       */
 	unsigned int flags;
@@ -360,6 +391,7 @@ struct sheaf_cache {
 	struct slab *partial, *empty, *full;
 	unsigned long nr_partial, nr_empty, nr_full;
 	uint32_t decay_checked;    /* ms of the last decay walk           */
+	uint64_t rnd;              /* secure: object order (slab_take)    */
 
 	uint64_t stat[SHEAF_NR_STATS] __attribute__((aligned(CACHELINE))); /* atomic adds */
 	struct sheaf_cache *next_cache;
@@ -370,17 +402,36 @@ static inline uintptr_t free_marker(const void *p)
 {
 	return sheaf_free_key ^ (uintptr_t)p;
 }
+/*
+ * Pointers stored inside free objects (the deferred lists of nolock.c and
+ * rcu.c's fallback list) are encoded like SLUB's hardened freelist
+ * pointers: XOR'ed with the per-process secret and the byte-swapped
+ * address they are stored at.  An overflow from a neighbouring block then
+ * cannot plant a pointer that decodes to an address of its choosing, and a
+ * corrupted link decodes to garbage that the page map rejects.
+ */
+static inline uintptr_t link_encode(const void *where, const void *ptr)
+{
+	return (uintptr_t)ptr ^ sheaf_free_key ^ __builtin_bswap64((uintptr_t)where);
+}
+static inline void *link_decode(const void *where, uintptr_t v)
+{
+	return (void *)(v ^ sheaf_free_key ^ __builtin_bswap64((uintptr_t)where));
+}
+
 static inline void obj_mark_free(const struct sheaf_cache *c, void *p)
 {
-	*(uintptr_t *)((char *)p + c->marker_off) = free_marker(p);
+	if (config_harden)
+		*(uintptr_t *)((char *)p + c->marker_off) = free_marker(p);
 }
 static inline void obj_mark_alloc(const struct sheaf_cache *c, void *p)
 {
-	*(uintptr_t *)((char *)p + c->marker_off) = 0;
+	if (config_harden)
+		*(uintptr_t *)((char *)p + c->marker_off) = 0;
 }
 static inline bool obj_marked_free(const struct sheaf_cache *c, const void *p)
 {
-	return *(const uintptr_t *)((const char *)p + c->marker_off) == free_marker(p);
+	return config_harden && *(const uintptr_t *)((const char *)p + c->marker_off) == free_marker(p);
 }
 
 static inline void stat_add(struct sheaf_cache *c, enum sheaf_stat_item i, uint64_t n)
@@ -434,12 +485,15 @@ struct large {
 	uintptr_t user;            /* pointer handed out                  */
 	size_t req;                /* size last asked for (alloc/realloc) */
 	uint32_t state;            /* LARGE_LIVE or LARGE_CACHED          */
-	struct large *next, *prev; /* cache list (most recent first)      */
+	uint32_t guard;            /* bytes of PROT_NONE at the end (secure) */
+	uint32_t cached_ms;        /* when it entered the cache (decay)   */
+	struct large *next, *prev; /* cache: all, most recent first (LRU) */
+	struct large *bnext, *bprev; /* cache: its size bin, most recent first */
 };
 enum { LARGE_LIVE = 0x4c495645, LARGE_CACHED = 0x43414348, LARGE_DEFERRED = 0x44454645 };
 static inline size_t large_usable(const struct large *l)
 {
-	return l->map_bytes - (l->user - l->base);
+	return l->map_bytes - l->guard - (l->user - l->base);
 }
 void *large_alloc(size_t size, size_t align, bool zero);
 void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow);

@@ -8,22 +8,33 @@
  *
  * mmap/munmap per allocation would make a malloc/free loop of, say, 1 MiB
  * two system calls and 256 page faults per iteration, so freed mappings up
- * to large_cache_max bytes are kept, most recent first, up to large_cache
- * bytes in all, and reused best-fit when the mapping is at most twice the
- * request (the whole mapping is then usable, so a realloc that keeps
- * growing stays in place).
+ * to large_cache_max bytes are kept, up to large_cache bytes in all, and
+ * reused best-fit when the mapping is at most twice the request (the whole
+ * mapping is then usable, so a realloc that keeps growing stays in place).
+ * The cache is binned by powers of two of the usable size, so a lookup
+ * looks at two short lists, not at every cached mapping; one list through
+ * all of them, most recent first, gives the oldest to evict when the cache
+ * is over its bytes and when a mapping has been unused large_decay_ms
+ * (glibc keeps such memory in its heap; jemalloc decays it the same way).
  * realloc grows and shrinks in place or moves with mremap: no copy.
  *
  * Page map entries are always cleared *before* a range is unmapped (or
  * mremap'd away), so a range another mapping reuses is never seen as ours.
+ *
+ * Secure mode: every mapping ends in a PROT_NONE page (l->guard), which an
+ * overflow past the usable size hits; such blocks are resized by copy.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static sheaf_lock_t large_lock = SHEAF_LOCK_INIT;
 static struct large *lc_head, *lc_tail;   /* cache, most recent first */
+#define LC_BINS 12                         /* 32 KiB << bin; the last: larger */
+#define LC_SCAN 16                         /* entries looked at per bin */
+static struct large *lc_bin[LC_BINS];
 static size_t lc_bytes;
 static size_t live_count, live_bytes;     /* under large_lock, */
 static uint64_t nr_allocs, nr_frees;      /* which every path takes anyway */
@@ -38,8 +49,42 @@ static void large_unregister(struct large *l)
 	pagemap_set(l->base, l->map_bytes >> PAGE_SHIFT, 0);
 }
 
+static unsigned int lc_bin_of(size_t usable)
+{
+	unsigned int b = 63u - (unsigned int)__builtin_clzll(usable | 1);
+	b = b < 15 ? 0 : b - 15;
+	return b < LC_BINS ? b : LC_BINS - 1;
+}
+
+static void lc_link(struct large *l, uint32_t now)
+{
+	l->state = LARGE_CACHED;
+	l->cached_ms = now;
+	l->prev = NULL;
+	l->next = lc_head;
+	if (lc_head)
+		lc_head->prev = l;
+	else
+		lc_tail = l;
+	__atomic_store_n(&lc_head, l, __ATOMIC_RELAXED);
+	struct large **bin = &lc_bin[lc_bin_of(l->map_bytes - l->guard)];
+	l->bprev = NULL;
+	l->bnext = *bin;
+	if (*bin)
+		(*bin)->bprev = l;
+	*bin = l;
+	lc_bytes += l->map_bytes;
+}
+
 static void lc_unlink(struct large *l)
 {
+	if (l->bprev)
+		l->bprev->bnext = l->bnext;
+	else
+		lc_bin[lc_bin_of(l->map_bytes - l->guard)] = l->bnext;
+	if (l->bnext)
+		l->bnext->bprev = l->bprev;
+	l->bnext = l->bprev = NULL;
 	if (l->prev)
 		l->prev->next = l->next;
 	else
@@ -84,13 +129,25 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow)
 	}
 	if (bytes == 0)
 		bytes = PAGE_SIZE;   /* memalign(8192, 0): still a block of its own */
-	if (align <= PAGE_SIZE && __atomic_load_n(&lc_head, __ATOMIC_RELAXED)) {
+	size_t guard = sheaf_opt.secure ? PAGE_SIZE : 0;
+	if (__atomic_load_n(&lc_head, __ATOMIC_RELAXED)) {
 		struct large *best = NULL;
 		lock_acquire(&large_lock);
-		for (struct large *l = lc_head; l; l = l->next)
-			if (l->map_bytes >= bytes && (grow || l->map_bytes - bytes <= bytes) &&
-			    (!best || l->map_bytes < best->map_bytes))
-				best = l;
+		/* A fit is at most twice the request: its bin or the next
+		 * (a growing realloc takes any larger one: the smallest of
+		 * the first bin that has one). */
+		unsigned int b0 = lc_bin_of(bytes);
+		unsigned int last = grow || b0 + 1 >= LC_BINS ? LC_BINS - 1 : b0 + 1;
+		for (unsigned int b = b0; b <= last && !(grow && best); b++) {
+			unsigned int seen = 0;
+			for (struct large *l = lc_bin[b]; l && seen < LC_SCAN; l = l->bnext, seen++) {
+				size_t have = l->map_bytes - l->guard;
+				if (have >= bytes && (grow || have - bytes <= bytes) &&
+				    (align <= PAGE_SIZE || !(l->base & (align - 1))) &&
+				    (!best || l->map_bytes < best->map_bytes))
+					best = l;
+			}
+		}
 		if (best) {
 			lc_unlink(best);
 			best->state = LARGE_LIVE;
@@ -112,13 +169,21 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow)
 		errno = ENOMEM;
 		return NULL;
 	}
-	void *p = page_map(bytes, align);
+	if (bytes + guard < bytes) {
+		meta_free(l, sizeof(*l));
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = page_map(bytes + guard, align);
 	if (!p) {
 		meta_free(l, sizeof(*l));
 		return NULL;
 	}
 	l->base = l->user = (uintptr_t)p;
-	l->map_bytes = bytes;
+	l->map_bytes = bytes + guard;
+	/* Without the guard (mprotect failed: out of mappings) the page is
+	 * simply part of the block. */
+	l->guard = guard && mprotect((char *)p + bytes, guard, PROT_NONE) == 0 ? (uint32_t)guard : 0;
 	l->req = size;
 	l->state = LARGE_LIVE;
 	if (!large_register(l)) {
@@ -138,6 +203,7 @@ void large_free(struct large *l)
 {
 	struct large *evict = NULL;
 	vg_free((void *)l->user);
+	uint32_t now = coarse_ms();
 	lock_acquire(&large_lock);
 	test_hook(HOOK_LARGE_LOCKED);
 	nr_frees++;
@@ -145,24 +211,18 @@ void large_free(struct large *l)
 	live_bytes -= l->map_bytes;
 	if (l->user == l->base && l->map_bytes <= sheaf_opt.large_cache_max &&
 	    l->map_bytes <= sheaf_opt.large_cache) {
-		l->state = LARGE_CACHED;
-		l->prev = NULL;
-		l->next = lc_head;
-		if (lc_head)
-			lc_head->prev = l;
-		else
-			lc_tail = l;
-		__atomic_store_n(&lc_head, l, __ATOMIC_RELAXED);
-		lc_bytes += l->map_bytes;
-		while (lc_bytes > sheaf_opt.large_cache) {
-			struct large *old = lc_tail;
-			lc_unlink(old);
-			old->next = evict;
-			evict = old;
-		}
+		lc_link(l, now);
 		l = NULL;
 	} else {
 		l->state = 0;
+	}
+	/* Over the bytes, or unused too long: the oldest go. */
+	while (lc_tail && (lc_bytes > sheaf_opt.large_cache ||
+			   now - lc_tail->cached_ms >= sheaf_opt.large_decay_ms)) {
+		struct large *old = lc_tail;
+		lc_unlink(old);
+		old->next = evict;
+		evict = old;
 	}
 	lock_release(&large_lock);
 	if (l)
@@ -177,8 +237,8 @@ void large_free(struct large *l)
 void *large_realloc(struct large *l, size_t size)
 {
 	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-	if (bytes < size || l->user != l->base || sheaf_on_valgrind)
-		return NULL;   /* aligned mappings (and memcheck's blocks) move by copy */
+	if (bytes < size || l->user != l->base || l->guard || sheaf_on_valgrind)
+		return NULL;   /* aligned and guarded mappings (and memcheck's blocks) move by copy */
 	size_t was = l->req;
 	l->req = size;
 	if (bytes == l->map_bytes)
@@ -224,6 +284,8 @@ bool large_trim(void)
 	__atomic_store_n(&lc_head, NULL, __ATOMIC_RELAXED);
 	lc_tail = NULL;
 	lc_bytes = 0;
+	for (unsigned int b = 0; b < LC_BINS; b++)
+		lc_bin[b] = NULL;
 	lock_release(&large_lock);
 	bool any = list != NULL;
 	while (list) {

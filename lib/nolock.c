@@ -66,7 +66,15 @@ void nolock_process(void)
 {
 	void *p = __atomic_exchange_n(&nolock_deferred, NULL, __ATOMIC_ACQUIRE);
 	while (p) {
-		void *next = *defer_link(p, pagemap_lookup((uintptr_t)p));
+		void **link = defer_link(p, pagemap_lookup((uintptr_t)p));
+		void *next = link_decode(link, *(uintptr_t *)link);
+		if (next && !pagemap_lookup((uintptr_t)next)) {
+			/* Written over while on the list: the rest is lost
+			 * (leaked), never followed into foreign memory. */
+			diag_printf("sheaf: deferred free list corrupted at %p (a write into a freed block?); "
+				    "the rest of the list is leaked\n", p);
+			next = NULL;
+		}
 		free_deferred(p);
 		p = next;
 	}
@@ -104,7 +112,7 @@ static void nolock_defer(void *p, uintptr_t e)
 	void **link = defer_link(p, e);
 	void *head = __atomic_load_n(&nolock_deferred, __ATOMIC_RELAXED);
 	do
-		*link = head;
+		*(uintptr_t *)link = link_encode(link, head);
 	while (!__atomic_compare_exchange_n(&nolock_deferred, &head, p, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
 }

@@ -33,15 +33,26 @@ static uintptr_t *pagemap_leaf(uintptr_t i1)
 	return fresh;
 }
 
+/* Entries [start, addr) were set to `val`: back to 0, so that a range that
+ * failed halfway does not name an owner its caller is about to free.  Their
+ * leaves exist, so this cannot fail. */
+static bool pagemap_undo(uintptr_t start, uintptr_t addr, uintptr_t val)
+{
+	if (val && addr > start)
+		pagemap_set(start, (addr - start) >> PAGE_SHIFT, 0);
+	return false;
+}
+
 bool pagemap_set(uintptr_t addr, size_t npages, uintptr_t val)
 {
+	uintptr_t start = addr;
 	while (npages) {
 		uintptr_t i1 = addr >> (PAGE_SHIFT + PM_L2_BITS);
 		if (i1 >= (1u << PM_L1_BITS))
-			return false;
+			return pagemap_undo(start, addr, val);
 		uintptr_t *leaf = pagemap_leaf(i1);
 		if (!leaf)
-			return false;
+			return pagemap_undo(start, addr, val);
 		size_t i2 = (addr >> PAGE_SHIFT) & ((1u << PM_L2_BITS) - 1);
 		size_t n = ((size_t)1 << PM_L2_BITS) - i2;
 		if (n > npages)

@@ -27,9 +27,10 @@
  * A thief that finds RCU_CLAIMED waits for the owner's few instructions.
  *
  * The drain thread starts on the first deferred free and sleeps on a futex
- * when idle (no periodic wake-ups).  It does not register with liburcu: it
- * reads no RCU-protected data, and synchronize_rcu() may be called from an
- * unregistered thread.
+ * when idle (no periodic wake-ups); a barrier in a process that never
+ * deferred anything returns at once and starts nothing.  It does not
+ * register with liburcu: it reads no RCU-protected data, and
+ * synchronize_rcu() may be called from an unregistered thread.
  */
 #include "fastpath.h"
 
@@ -47,8 +48,11 @@
 
 #define RCU_ARRAY_CAP 126   /* pointer array: one 1 KiB meta block */
 
+/* The field of an object linked for lack of memory: the next one's field,
+ * encoded (link_encode(): the object is still readable, and writable by a
+ * buggy program, until its grace period ends). */
 struct rcu_link {
-	struct rcu_link *next;
+	uintptr_t next;
 };
 
 /* Hand-off stacks: producers push with CAS, the drain thread takes all
@@ -60,6 +64,32 @@ static uint64_t links_pushed, links_taken;  /* bound a list walk: catches cycles
 /* Counters (relaxed atomics). */
 static uint64_t rcu_pending_objs, rcu_gp_count, rcu_freed_objs, rcu_fallback_count;
 static int dirty_threads;                   /* threads with partial sheaves */
+
+/*
+ * Set, and never cleared, before the first object of the process is
+ * deferred by any path: a new rcu sheaf or pointer array (mark_dirty()),
+ * a hand-off (full sheaves, field links, rcu_free_nolock() from a handler
+ * while no drain thread exists) and a tiny build's call_rcu().  Until then
+ * a barrier has nothing to wait for.  A fork child inherits it together
+ * with the parent's hand-off stacks.
+ */
+static int rcu_deferred_ever;
+
+static void note_deferred(void)
+{
+	if (!__atomic_load_n(&rcu_deferred_ever, __ATOMIC_RELAXED))
+		__atomic_store_n(&rcu_deferred_ever, 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Tiny builds keep no per-thread state, so rcu_free_mightsleep() collects
+ * its pointers in one process-wide array, with the protocol of a thread's
+ * slot (below); the drain thread and the barriers steal it as they steal
+ * a dirty thread's.  A caller that finds it claimed by another thread
+ * waits for a grace period itself, as every call did before.
+ */
+static struct sheaf *tiny_array;
+static int tiny_array_dirty;
 
 /* Drain thread. */
 static sheaf_lock_t drain_lock = SHEAF_LOCK_INIT;  /* start/stop only */
@@ -112,6 +142,7 @@ static void handoff_sheaf_ctx(struct sheaf *s, bool nolock)
 {
 	/* Counted before it is published: once on the stack the sheaf may be
 	 * processed, recycled and reused by the drain thread at once. */
+	note_deferred();
 	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, s->size, __ATOMIC_RELAXED);
 	struct sheaf *head = __atomic_load_n(&handoff_sheaves, __ATOMIC_RELAXED);
 	do
@@ -130,12 +161,13 @@ static void handoff_link_ctx(struct rcu_link *l, bool nolock)
 {
 	/* Counted before it is visible, so that a walk's bound is never
 	 * short of the list it walks. */
+	note_deferred();
 	__atomic_fetch_add(&links_pushed, 1, __ATOMIC_RELEASE);
 	__atomic_fetch_add(&rcu_fallback_count, 1, __ATOMIC_RELAXED);
 	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, 1, __ATOMIC_RELAXED);
 	struct rcu_link *head = __atomic_load_n(&handoff_links, __ATOMIC_RELAXED);
 	do
-		l->next = head;
+		l->next = link_encode(l, head);
 	while (!__atomic_compare_exchange_n(&handoff_links, &head, l, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
 	drain_notify(p >= sheaf_opt.rcu_batch, nolock);
@@ -155,19 +187,21 @@ static struct sheaf *rcu_array_new(void)
 	return s;
 }
 
-static void mark_dirty(struct thread_cache *tc)
+/* `dirty`: a thread's rcu_dirty, or tiny_array_dirty. */
+static void mark_dirty(int *dirty)
 {
-	if (!__atomic_exchange_n(&tc->rcu_dirty, 1, __ATOMIC_RELAXED))
+	note_deferred();
+	if (!__atomic_exchange_n(dirty, 1, __ATOMIC_RELAXED))
 		__atomic_fetch_add(&dirty_threads, 1, __ATOMIC_RELAXED);
 }
 
 /*
  * Pushes obj into the sheaf in *slot (a fresh one if empty): false when no
  * sheaf can be had, or when the slot is claimed already (a signal handler
- * that interrupted its owner).  c == NULL: a pointer array.
+ * that interrupted its owner; in a tiny build, another thread).  c == NULL:
+ * a pointer array.  `dirty` is the flag of the slot's owner (mark_dirty()).
  */
-static bool slot_push(struct thread_cache *tc, struct sheaf **slot, struct sheaf_cache *c,
-		      void *obj)
+static bool slot_push(int *dirty, struct sheaf **slot, struct sheaf_cache *c, void *obj)
 {
 	struct sheaf *s = __atomic_exchange_n(slot, RCU_CLAIMED, __ATOMIC_ACQUIRE);
 	if (unlikely(s == RCU_CLAIMED))
@@ -182,7 +216,7 @@ static bool slot_push(struct thread_cache *tc, struct sheaf **slot, struct sheaf
 			return false;
 		}
 		s->cache = c;
-		mark_dirty(tc);
+		mark_dirty(dirty);
 	}
 	s->objects[s->size++] = obj;
 	if (s->size == s->capacity) {
@@ -255,6 +289,16 @@ static void steal_thread(struct thread_cache *tc, struct sheaf_cache *only)
 	steal_slot(&tc->rcu_array);
 }
 
+/* The tiny build's process-wide array (a pseudo-thread: same flag protocol). */
+static void steal_tiny(void)
+{
+	if (!config_tiny)
+		return;
+	if (__atomic_exchange_n(&tiny_array_dirty, 0, __ATOMIC_RELAXED))
+		__atomic_fetch_sub(&dirty_threads, 1, __ATOMIC_RELAXED);
+	steal_slot(&tiny_array);
+}
+
 static void steal_all_cb(struct thread_cache *tc, void *arg)
 {
 	/* A thread that is not dirty has no partial sheaf anywhere: it sets
@@ -274,6 +318,45 @@ void rcu_free_now(void *obj)
 	do_free_slow(obj, "rcu_free()");
 }
 
+/*
+ * Whether free() would free `obj` now: the start of a live object.  The
+ * checks of do_free_slow() and of a debugged cache's free (whose exact
+ * test is the slab bitmap), made without a diagnostic.  False for an
+ * object rcu_free()'d twice, whose second copy finds it freed already.
+ */
+static bool obj_freeable(void *obj)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)obj);
+	if (!e)
+		return false;
+	if (e & PM_TAG_LARGE) {
+		const struct large *l = (const struct large *)(e & ~PM_TAG_LARGE);
+		return l->state == LARGE_LIVE && l->user == (uintptr_t)obj;
+	}
+	struct slab *s = (struct slab *)e;
+	struct sheaf_cache *c = s->cache;
+	uint32_t idx = slab_index(s, (uintptr_t)obj);
+	if ((uintptr_t)obj < s->base + c->obj_offset || idx >= s->objects ||
+	    s->base + (uintptr_t)idx * s->size + c->obj_offset != (uintptr_t)obj ||
+	    obj_marked_free(c, obj))
+		return false;
+	if (!c->debug)
+		return true;
+	lock_acquire(&c->lock);
+	bool free_already = slab_obj_is_free(s, idx);
+	lock_release(&c->lock);
+	return !free_already;
+}
+
+/* Frees an object whose grace period is over (diagnosed if it is not
+ * live); true when it was freed: only those count in rcu_objects_freed. */
+static bool rcu_free_counted(void *obj)
+{
+	bool ok = obj_freeable(obj);
+	rcu_free_now(obj);
+	return ok;
+}
+
 /* The object an rcu field belongs to (for linked objects). */
 static void *object_of_field(void *field)
 {
@@ -286,15 +369,17 @@ static void *object_of_field(void *field)
 	return (void *)(s->base + (uintptr_t)slab_index(s, (uintptr_t)field) * s->size);
 }
 
+/* Frees a sheaf's objects; returns how many were freed (duplicates are
+ * diagnosed, not counted). */
 static uint64_t process_sheaf(struct sheaf *s)
 {
 	struct sheaf_cache *c = s->cache;
-	uint64_t n = s->size;
 	if (!c) {
+		uint64_t freed = 0;
 		for (uint32_t i = 0; i < s->size; i++)
-			rcu_free_now(s->objects[i]);
+			freed += rcu_free_counted(s->objects[i]);
 		sheaf_delete(s);
-		return n;
+		return freed;
 	}
 	/* The grace period is over: now the objects may be written.  Mark
 	 * them free (what free() would have done), dropping duplicates. */
@@ -318,12 +403,15 @@ static uint64_t process_sheaf(struct sheaf *s)
 		stat(c, rcu_sheaf_flush);
 		barn_put_empty(c, s);
 	}
-	return n;
+	return k;
 }
 
-static uint64_t process_links(struct rcu_link *l, uint64_t bound)
+/* Frees a list of linked objects: how many were taken off the hand-off
+ * list (`*taken`, what pending drops by) and, the return value, how many
+ * were freed. */
+static uint64_t process_links(struct rcu_link *l, uint64_t bound, uint64_t *taken)
 {
-	uint64_t n = 0;
+	uint64_t n = 0, freed = 0;
 	while (l) {
 		if (n == bound) {
 			diag_bad_pointer("rcu_free()", l,
@@ -331,22 +419,31 @@ static uint64_t process_links(struct rcu_link *l, uint64_t bound)
 					 "the rest of the list is leaked", (void *)l);
 			break;
 		}
-		struct rcu_link *next = l->next;   /* before the free reuses it */
+		struct rcu_link *next = link_decode(l, l->next);   /* before the free reuses it */
+		if (next && !pagemap_lookup((uintptr_t)next)) {
+			diag_bad_pointer("rcu_free()", l,
+					 "the deferred list is corrupted at %p (the object was written after "
+					 "rcu_free()); the rest of the list is leaked", (void *)l);
+			next = NULL;
+		}
 		void *obj = object_of_field(l);
 		if (obj)
-			rcu_free_now(obj);
+			freed += rcu_free_counted(obj);
 		n++;
 		l = next;
 	}
-	return n;
+	*taken = n;
+	return freed;
 }
 
 /* One batch: take everything handed off, one grace period, free it all. */
 static void drain_cycle(bool steal)
 {
 	nolock_poll();   /* frees deferred by signal handlers */
-	if (steal)
+	if (steal) {
 		threads_foreach(steal_all_cb, NULL);
+		steal_tiny();
+	}
 	struct sheaf *sheaves = __atomic_exchange_n(&handoff_sheaves, NULL, __ATOMIC_ACQUIRE);
 	struct rcu_link *links = __atomic_exchange_n(&handoff_links, NULL, __ATOMIC_ACQUIRE);
 	if (!sheaves && !links)
@@ -356,17 +453,18 @@ static void drain_cycle(bool steal)
 	urcu_qsbr_synchronize_rcu();
 	__atomic_fetch_add(&rcu_gp_count, 1, __ATOMIC_RELAXED);
 
-	uint64_t n = 0;
+	uint64_t n = 0, freed = 0, nl;
 	while (sheaves) {
 		struct sheaf *next = sheaves->next;
-		n += process_sheaf(sheaves);
+		n += sheaves->size;   /* what handoff_sheaf() added to pending */
+		freed += process_sheaf(sheaves);
 		sheaves = next;
 	}
-	uint64_t nl = process_links(links, bound);
+	freed += process_links(links, bound, &nl);
 	links_taken += nl;
 	n += nl;
 	__atomic_fetch_sub(&rcu_pending_objs, n, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&rcu_freed_objs, n, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&rcu_freed_objs, freed, __ATOMIC_RELAXED);
 }
 
 static bool work_queued(void)
@@ -474,19 +572,32 @@ static void rcu_queue(void *obj, void *field, uintptr_t e)
 		struct sheaf_cache *c = ((struct slab *)e)->cache;
 		struct pcs *pcs = !c->sheaf_capacity ? NULL :
 				  c->cls < NR_CLASSES ? &tc->pcs[c->cls] : thread_ext_pcs(tc, c);
-		if (pcs && slot_push(tc, &pcs->rcu_free, c, obj)) {
+		if (pcs && slot_push(&tc->rcu_dirty, &pcs->rcu_free, c, obj)) {
 			stat(c, free_rcu_sheaf);
 			return;
 		}
 		stat(c, free_rcu_sheaf_fail);
 	}
-	if (tc && slot_push(tc, &tc->rcu_array, NULL, obj))
+	if (tc && slot_push(&tc->rcu_dirty, &tc->rcu_array, NULL, obj))
 		return;
+	if (config_tiny && !field) {
+		/* rcu_free_mightsleep(): the shared array.  Its owner holds it
+		 * for a few instructions (or one meta_alloc), so a few yields
+		 * are cheaper than the grace period waited below. */
+		for (int tries = 0; tries < 4; tries++) {
+			if (slot_push(&tiny_array_dirty, &tiny_array, NULL, obj))
+				return;
+			if (__atomic_load_n(&tiny_array, __ATOMIC_RELAXED) != RCU_CLAIMED)
+				break;   /* no memory for an array */
+			sched_yield();
+		}
+	}
 
 	if (config_tiny && field && urcu_qsbr_read_ongoing()) {
 		/* One call_rcu() per object, from a registered online thread
 		 * as liburcu requires; its callback finds the object from the
 		 * field like the drain thread does. */
+		note_deferred();
 		urcu_qsbr_call_rcu((struct rcu_head *)field, rcu_tiny_callback);
 		return;
 	}
@@ -494,7 +605,8 @@ static void rcu_queue(void *obj, void *field, uintptr_t e)
 		handoff_link((struct rcu_link *)field);
 		return;
 	}
-	/* rcu_free_mightsleep() with no memory for an array: wait here. */
+	/* rcu_free_mightsleep() with no memory for an array (or, tiny, the
+	 * shared array kept busy by other threads): wait here. */
 	urcu_qsbr_synchronize_rcu();
 	rcu_free_now(obj);
 }
@@ -502,9 +614,8 @@ static void rcu_queue(void *obj, void *field, uintptr_t e)
 static void rcu_tiny_callback(struct rcu_head *head)
 {
 	void *obj = object_of_field(head);
-	if (obj)
-		rcu_free_now(obj);
-	__atomic_fetch_add(&rcu_freed_objs, 1, __ATOMIC_RELAXED);
+	if (obj && rcu_free_counted(obj))
+		__atomic_fetch_add(&rcu_freed_objs, 1, __ATOMIC_RELAXED);
 }
 
 /* Checks that `obj` is the start of a live object and `field` inside it. */
@@ -587,7 +698,7 @@ void sheaf_rcu_free_nolock_field(void *obj, void *field)
 			s = barn_try_get_empty(c);
 			if (s) {
 				s->cache = c;
-				mark_dirty(tc);
+				mark_dirty(&tc->rcu_dirty);
 				drain_notify(false, true);
 			}
 		}
@@ -656,6 +767,7 @@ static int barrier_wait_offline(struct sheaf_cache *only)
 	if (config_tiny)
 		urcu_qsbr_barrier();   /* call_rcu() callbacks */
 	threads_foreach(steal_all_cb, only);
+	steal_tiny();   /* may hold objects of `only` */
 	uint64_t t = __atomic_add_fetch(&drain_req, 1, __ATOMIC_ACQ_REL);
 	if (!__atomic_load_n(&drain_running, __ATOMIC_ACQUIRE) && !drain_start()) {
 		/* No drain thread can be started: do its work here. */
@@ -673,6 +785,11 @@ static int barrier_wait_offline(struct sheaf_cache *only)
 static int rcu_barrier_wait(struct sheaf_cache *only)
 {
 	if (!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE))
+		return 0;
+	/* Nothing was ever deferred (rcu_free() before this call happens
+	 * before it, so its note is seen): no thread to start, nothing to
+	 * wait for.  A handler's rcu_free_nolock() notes before it queues. */
+	if (!__atomic_load_n(&rcu_deferred_ever, __ATOMIC_ACQUIRE))
 		return 0;
 	/* A registered, online QSBR caller would stall the grace period the
 	 * barrier waits for: waiting here is a quiescent state, as it is in
@@ -713,6 +830,10 @@ void rcu_fork_child(void)
 	drain_idle = 0;
 	drain_stop = 0;
 	drain_done = drain_req;
+	/* Claimed by a thread that does not exist here: lost with what it
+	 * held (never freed early), as an orphaned thread's claimed slot. */
+	if (tiny_array == RCU_CLAIMED)
+		tiny_array = NULL;
 	__atomic_store_n(&fork_child, 1, __ATOMIC_RELAXED);
 }
 

@@ -238,6 +238,8 @@ static void debug_free(struct sheaf_cache *c, void *obj)
 	struct slab *s = (struct slab *)pagemap_lookup((uintptr_t)obj);
 	lock_acquire(&c->lock);
 	bool already = slab_obj_is_free(s, slab_index(s, (uintptr_t)obj));
+	if (c->debug & DEBUG_F)
+		debug_slab_consistent(c, s);
 	lock_release(&c->lock);
 	if (already) {
 		stat(c, free_invalid);

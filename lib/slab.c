@@ -15,10 +15,19 @@
 #include "internal.h"
 
 #include <string.h>
+#include <sys/mman.h>
 
 static size_t slab_header_size(uint32_t objects)
 {
 	return sizeof(struct slab) + ((objects + 63) / 64) * sizeof(uint64_t);
+}
+
+/* The run goes back to the page source as plain memory. */
+static void slab_unguard(const struct slab *s)
+{
+	if (s->guard)
+		mprotect((char *)s->run + (SLAB_MIN_BYTES << s->order) - PAGE_SIZE, PAGE_SIZE,
+			 PROT_READ | PROT_WRITE);
 }
 
 struct slab *slab_create(struct sheaf_cache *c)
@@ -33,7 +42,20 @@ struct slab *slab_create(struct sheaf_cache *c)
 		return NULL;
 	}
 	vg_fresh(run, SLAB_MIN_BYTES << c->slab_order);
+	/* A failed mprotect (the process is out of mappings: each guard
+	 * splits one) leaves the page unused but readable. */
+	s->guard = c->guard && mprotect((char *)run + (SLAB_MIN_BYTES << c->slab_order) - PAGE_SIZE,
+					PAGE_SIZE, PROT_NONE) == 0;
+	if (c->guard && !s->guard)
+		stat(c, guard_fail);
+	s->run = (uintptr_t)run;
 	s->base = (uintptr_t)run;
+	if (c->guard) {
+		/* The slack goes first, so that the last object ends at the
+		 * guard page (to within the alignment). */
+		size_t bytes = (SLAB_MIN_BYTES << c->slab_order) - PAGE_SIZE;
+		s->base += (bytes - (size_t)objects * c->size) & ~(size_t)(c->align - 1);
+	}
 	s->recip = c->recip;
 	s->size = c->size;
 	s->cls = c->debug ? CLASS_NONE : c->cls;   /* debugged: never the free fast path */
@@ -55,7 +77,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 	if (c->ctor)
 		for (uint32_t i = 0; i < objects; i++)
 			c->ctor((void *)(s->base + (uintptr_t)i * c->size + c->obj_offset));
-	if (!pagemap_set(s->base, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, (uintptr_t)s))
+	if (!pagemap_set(s->run, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, (uintptr_t)s))
 		goto fail;
 	stat(c, slab_alloc);
 	return s;
@@ -63,6 +85,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 fail:
 	if (s->tracks)
 		meta_free(s->tracks, debug_track_bytes(objects));
+	slab_unguard(s);
 	page_free_run(run, s->order);
 	meta_free(s, slab_header_size(objects));
 	return NULL;
@@ -71,19 +94,35 @@ fail:
 void slab_destroy(struct slab *s)
 {
 	struct sheaf_cache *c = s->cache;
-	pagemap_set(s->base, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, 0);
-	page_free_run((void *)s->base, s->order);
+	pagemap_set(s->run, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, 0);
+	slab_unguard(s);
+	page_free_run((void *)s->run, s->order);
 	if (s->tracks)
 		meta_free(s->tracks, debug_track_bytes(s->objects));
 	meta_free(s, slab_header_size(s->objects));
 	stat(c, slab_free);
 }
 
+/* xorshift64*: the secure object order needs unpredictability from the
+ * outside, not statistics; the state is per cache, under its lock. */
+static uint64_t slab_rnd(struct sheaf_cache *c)
+{
+	uint64_t x = c->rnd;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	c->rnd = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
 unsigned int slab_take(struct slab *s, void **out, unsigned int n)
 {
 	unsigned int got = 0;
-	uint32_t words = (s->objects + 63) / 64;
-	for (uint32_t w = 0; w < words && got < n; w++) {
+	uint32_t words = (s->objects + 63) / 64, start = 0;
+	if (unlikely(s->cache->guard))   /* secure: start at a random word */
+		start = (uint32_t)(slab_rnd(s->cache) % words);
+	for (uint32_t k = 0; k < words && got < n; k++) {
+		uint32_t w = start + k < words ? start + k : start + k - words;
 		uint64_t bits = s->freemap[w];
 		while (bits && got < n) {
 			unsigned int b = (unsigned int)__builtin_ctzll(bits);
@@ -93,6 +132,13 @@ unsigned int slab_take(struct slab *s, void **out, unsigned int n)
 		s->freemap[w] = bits;
 	}
 	s->inuse += got;
+	if (unlikely(s->cache->guard))   /* secure: Fisher-Yates over the batch */
+		for (unsigned int i = got; i > 1; i--) {
+			unsigned int j = (unsigned int)(slab_rnd(s->cache) % i);
+			void *t = out[i - 1];
+			out[i - 1] = out[j];
+			out[j] = t;
+		}
 	return got;
 }
 

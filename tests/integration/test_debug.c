@@ -14,6 +14,7 @@
  *   sheaf_debug_check() finds a damaged red zone on demand
  *   prof_sample: the heap profiler reports the site holding live memory
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -80,6 +81,33 @@ static void __attribute__((noinline)) clean(void)
 	printf("check found %d\n", sheaf_debug_check());
 }
 
+/* F's slab consistency check while other threads allocate and free in
+ * the same slabs: no false report (the check once ran unlocked). */
+static void *churn(void *arg)
+{
+	void *t[64] = { 0 };
+	unsigned int x = (unsigned int)(uintptr_t)arg * 2654435761u + 1;
+	for (int i = 0; i < 200000; i++) {
+		x = x * 1103515245u + 12345u;
+		unsigned int k = (x >> 16) % 64;
+		free(t[k]);
+		t[k] = malloc(16);
+	}
+	for (int k = 0; k < 64; k++)
+		free(t[k]);
+	return NULL;
+}
+
+static void __attribute__((noinline)) mt_churn(void)
+{
+	pthread_t th[4];
+	for (uintptr_t i = 0; i < 4; i++)
+		if (pthread_create(&th[i], NULL, churn, (void *)i) != 0)
+			exit(3);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+}
+
 static void *kept[4096];
 
 static void __attribute__((noinline)) prof_workload(void)
@@ -106,6 +134,7 @@ static const struct tcase cases[] = {
 	{ "othercache", "Z,kmalloc-4096", NULL, clean, 0 },
 	{ "check", "Z", "red zone after the object overwritten", bug_check, 0 },   /* abort_on_error=0 */
 	{ "clean", "FZPU", NULL, clean, 0 },
+	{ "threads", "F", NULL, mt_churn, 0 },
 	{ "continue", "FZPU", "write past the 40 bytes", bug_overflow, 0 },   /* abort_on_error=0 */
 	/* The heap profiler (SHEAF_OPTIONS=prof_sample): the live site is named. */
 	{ "prof", "", "KiB (", prof_workload, 0 },

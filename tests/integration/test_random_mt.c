@@ -34,6 +34,7 @@
 
 #include "sheaf.h"
 #include "check.h"
+#include "pattern.h"
 
 #define NTHREADS 4
 #define SLOTS 1000
@@ -71,16 +72,6 @@ static struct {
 static pthread_barrier_t barrier;
 static atomic_long reported;       /* error lines printed so far (capped) */
 
-static uint64_t rnd(uint64_t *s)   /* xorshift64* */
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dull;
-}
-
 static uint64_t mix(uint64_t x)    /* splitmix64 finaliser */
 {
 	x ^= x >> 30;
@@ -92,58 +83,12 @@ static uint64_t mix(uint64_t x)    /* splitmix64 finaliser */
 
 /* ------------------------------------------------------------ pattern -- */
 /*
- * Byte i of a block holds byte (i % 8) of word(i / 8); word(k) depends on
- * the tag (unique per allocation) and the size, so that a block overwritten
- * by another block, or a stale copy, does not match.
+ * tests/pattern.h; the seed depends on the tag (unique per allocation) and
+ * the size.
  */
-static inline uint64_t pat_word(uint64_t seed, size_t k)
-{
-	return seed + k * 0x9e3779b97f4a7c15ull;
-}
-
 static inline uint64_t seed_of(const struct block *b)
 {
 	return mix(b->tag ^ (b->size << 40));
-}
-
-static inline uint8_t pat_byte(uint64_t seed, size_t i)
-{
-	return (uint8_t)(pat_word(seed, i / 8) >> (8 * (i % 8)));
-}
-
-static void fill_range(uint8_t *p, uint64_t seed, size_t from, size_t to)
-{
-	size_t i = from;
-	for (; i < to && (i & 7); i++)
-		p[i] = pat_byte(seed, i);
-	for (; i + 8 <= to; i += 8) {
-		uint64_t w = pat_word(seed, i / 8);
-		memcpy(p + i, &w, 8);
-	}
-	for (; i < to; i++)
-		p[i] = pat_byte(seed, i);
-}
-
-/* Index of the first wrong byte in [from, to), or SIZE_MAX. */
-static size_t check_range(const uint8_t *p, uint64_t seed, size_t from, size_t to)
-{
-	size_t i = from;
-	for (; i < to && (i & 7); i++)
-		if (p[i] != pat_byte(seed, i))
-			return i;
-	for (; i + 8 <= to; i += 8) {
-		uint64_t w;
-		memcpy(&w, p + i, 8);
-		if (w != pat_word(seed, i / 8)) {
-			for (size_t j = i;; j++)
-				if (p[j] != pat_byte(seed, j))
-					return j;
-		}
-	}
-	for (; i < to; i++)
-		if (p[i] != pat_byte(seed, i))
-			return i;
-	return SIZE_MAX;
 }
 
 static void report(struct worker *w, const char *what, const struct block *b, size_t at)

@@ -19,7 +19,10 @@
  *     - a thread that rcu_free()s and exits leaves nothing behind: after
  *       join + barrier everything is freed;
  *     - callers registered with liburcu (online and offline) and
- *       unregistered ones all work; rcu_free_mightsleep() works;
+ *       unregistered ones all work; rcu_free_mightsleep() works and, in
+ *       tiny builds too, is deferred (batched) rather than waiting for a
+ *       grace period per call: its objects are still allocated until the
+ *       barrier and count in rcu_objects_freed;
  *     - counters: free_rcu_sheaf counts rcu_free() of small malloc objects,
  *       a full sheaf goes to the barn or the slabs after its grace period
  *       (rcu_sheaf_barn + rcu_sheaf_flush), a cache without sheaves counts
@@ -32,6 +35,12 @@
  *   timer (rcu_delay_ms=30, the default): a partly filled rcu sheaf is freed within a
  *     few seconds without any barrier ("collected after rcu_delay_ms"),
  *     both before the drain thread ever ran and after it went idle.
+ *   idle_barrier (a fresh process): rcu_free_barrier(),
+ *     sheaf_cache_rcu_barrier() and sheaf_cache_destroy() in a process that
+ *     never deferred a free return 0 without starting the drain thread (no
+ *     new thread, none named sheaf-rcu); then the first deferred free of the
+ *     process is an rcu_free_nolock() from a signal handler, which cannot
+ *     start the drain thread itself, and rcu_free_barrier() still frees it.
  *   online_barrier: rcu_free_barrier() called by a thread that is registered
  *     and online (outside any rcu_read_lock(), as liburcu's own
  *     synchronize_rcu() and rcu_barrier() allow in QSBR) returns 0 instead
@@ -43,7 +52,9 @@
  *     ("double free"; for a large block "already freed" is accepted too).
  *   double_rcu (abort_on_error=0): the same object rcu_free()'d twice is
  *     diagnosed when the batch is processed ("double free", printed during
- *     rcu_free_barrier()), and the process goes on and exits 0.
+ *     rcu_free_barrier()), counted once in rcu_objects_freed (it was freed
+ *     once), and the process goes on and exits 0; the same for a large
+ *     object and for an object of a cache without sheaves (pointer arrays).
  * Every child arms alarm(), so a hang fails instead of blocking the suite.
  * Nothing depends on timing except bounded waits with generous limits.
  */
@@ -59,6 +70,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -487,8 +499,8 @@ static void semantics_thread_exit(void)
 	CHECKF(r == 0, "rcu_free_barrier() returned %d", r);
 	CHECKF(s1.rcu_pending == 0, "rcu_pending %llu after join + barrier",
 	       (unsigned long long)s1.rcu_pending);
-	/* Tiny: rcu_free_mightsleep() frees synchronously, uncounted. */
-	CHECKF(freed == 17 || (tiny && freed == 15),
+	/* rcu_free_mightsleep() is deferred and counted in tiny builds too. */
+	CHECKF(freed == 17,
 	       "after an exited thread's rcu_free()s: rcu_objects_freed +%llu, expected 17",
 	       (unsigned long long)freed);
 	CHECKF(active(f) == 0, "cache f: %zu objects active after the thread exited + barrier",
@@ -519,6 +531,14 @@ static void semantics_mightsleep(void)
 	for (int i = 0; i < 3; i++)
 		rcu_free_mightsleep(obj_new());
 	rcu_free_mightsleep(lobj_new());
+	/* Deferred, not a grace period waited per call (rcu_delay_ms is
+	 * 600000: only the barrier frees them). */
+	struct sheaf_stats sm = stats();
+	CHECKF(live(&sm) == l0 + 4 && sm.rcu_objects_freed == s0.rcu_objects_freed,
+	       "rcu_free_mightsleep() x 4: live blocks %llu -> %llu, rcu_objects_freed +%llu "
+	       "before any barrier (expected +4 live, +0 freed: deferred, not waited for)",
+	       (unsigned long long)l0, (unsigned long long)live(&sm),
+	       (unsigned long long)(sm.rcu_objects_freed - s0.rcu_objects_freed));
 	CHECK(rcu_free_barrier() == 0);
 	struct sheaf_stats s1 = stats();
 	uint64_t l1 = settled_live(l0);
@@ -527,8 +547,7 @@ static void semantics_mightsleep(void)
 	       (unsigned long long)l1, (unsigned long long)l0,
 	       (unsigned long long)(s1.frees - s0.frees));
 	CHECKF(s1.large_allocs == s0.large_allocs, "the large block was not freed");
-	if (!tiny)
-		CHECKF(s1.rcu_objects_freed - s0.rcu_objects_freed == 4,
+	CHECKF(s1.rcu_objects_freed - s0.rcu_objects_freed == 4,
 		       "rcu_free_mightsleep(): rcu_objects_freed +%llu, expected 4",
 		       (unsigned long long)(s1.rcu_objects_freed - s0.rcu_objects_freed));
 }
@@ -657,8 +676,9 @@ static int case_semantics(void)
 {
 	printf("semantics (%s build)\n", tiny ? "tiny" : "normal");
 	fflush(stdout);   /* stdio's buffer exists from here on */
-	/* The first barrier starts the drain thread, whose creation
-	 * allocates (glibc's thread descriptor): before any baseline. */
+	/* Nothing deferred yet: this barrier starts no drain thread (see
+	 * idle_barrier); the first rcu_free() below does, in semantics_steal,
+	 * which takes no live-block baseline across it. */
 	CHECK(rcu_free_barrier() == 0);
 	semantics_null();
 	semantics_steal();
@@ -717,6 +737,86 @@ static int case_timer(void)
 		printf("  rcu_free()s after the drain thread went idle: freed after ~%d ms\n", waited);
 	CHECK(rcu_free_barrier() == 0);
 	return check_done("rcu_api timer");
+}
+
+/* ============================================= case: idle_barrier ==== */
+/* This process's threads, and whether one of them is sheaf's drain thread
+ * (named "sheaf-rcu" by lib/rcu.c). */
+static int task_count(bool *drain_thread)
+{
+	DIR *d = opendir("/proc/self/task");
+	REQUIRE(d);
+	int n = 0;
+	struct dirent *de;
+	*drain_thread = false;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		n++;
+		char path[sizeof(de->d_name) + 32], comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		FILE *f = fopen(path, "r");
+		if (f) {
+			if (fgets(comm, sizeof(comm), f) && strncmp(comm, "sheaf-rcu", 9) == 0)
+				*drain_thread = true;
+			fclose(f);
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static struct obj *nolock_victim;
+
+static void nolock_handler(int sig)
+{
+	(void)sig;
+	rcu_free_nolock(nolock_victim, rp);
+}
+
+static int case_idle_barrier(void)
+{
+	bool drain;
+	int n0 = task_count(&drain);
+	CHECKF(!drain, "a sheaf-rcu thread runs before anything was deferred");
+
+	/* 1. Nothing ever deferred: the barriers have nothing to wait for. */
+	struct sheaf_cache *c = sheaf_cache_create("rcu_api_idle", sizeof(struct cobj), 0, 0, NULL);
+	REQUIRE(c);
+	sheaf_cache_free(c, cobj_new(c));
+	free(obj_new());
+	CHECK(rcu_free_barrier() == 0);
+	CHECK(sheaf_cache_rcu_barrier(c) == 0);
+	CHECK(sheaf_cache_destroy(c) == 0);   /* calls sheaf_cache_rcu_barrier() */
+	CHECK(rcu_free_barrier() == 0);
+	int n1 = task_count(&drain);
+	CHECKF(n1 == n0 && !drain,
+	       "barriers with nothing ever deferred started a thread: %d threads before, %d after%s",
+	       n0, n1, drain ? " (one is sheaf-rcu)" : "");
+	struct sheaf_stats s0 = stats();
+	CHECKF(s0.rcu_grace_periods == 0 && s0.rcu_objects_freed == 0 && s0.rcu_pending == 0,
+	       "barriers with nothing deferred: grace periods %llu, freed %llu, pending %llu",
+	       (unsigned long long)s0.rcu_grace_periods, (unsigned long long)s0.rcu_objects_freed,
+	       (unsigned long long)s0.rcu_pending);
+
+	/* 2. The first deferred free of the process comes from a signal
+	 * handler, which cannot start the drain thread: the barrier must
+	 * still wait for it. */
+	nolock_victim = obj_new();
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = nolock_handler;
+	sigemptyset(&sa.sa_mask);
+	REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0);
+	REQUIRE(raise(SIGUSR1) == 0);
+	int r = rcu_free_barrier();
+	struct sheaf_stats s1 = stats();
+	CHECKF(r == 0, "rcu_free_barrier() returned %d", r);
+	CHECKF(s1.rcu_objects_freed == 1 && s1.rcu_pending == 0,
+	       "an rcu_free_nolock() from a handler, queued before any drain thread existed: "
+	       "the barrier left rcu_objects_freed %llu (expected 1), rcu_pending %llu",
+	       (unsigned long long)s1.rcu_objects_freed, (unsigned long long)s1.rcu_pending);
+	return check_done("rcu_api idle_barrier");
 }
 
 /* =========================================== case: online_barrier ==== */
@@ -814,6 +914,7 @@ static int case_double_rcu(void)
 {
 	struct obj *p = obj_new();
 	announce(p);
+	struct sheaf_stats s0 = stats();
 	rcu_free(p, rp);
 	p = hide(p);
 	rcu_free(p, rp);
@@ -822,6 +923,42 @@ static int case_double_rcu(void)
 	int r = rcu_free_barrier();
 	say(AFTER_BARRIER "\n");
 	CHECKF(r == 0, "rcu_free_barrier() returned %d", r);
+	struct sheaf_stats s1 = stats();
+	CHECKF(s1.rcu_objects_freed - s0.rcu_objects_freed == 1 && s1.rcu_pending == 0,
+	       "an object rcu_free()'d twice: rcu_objects_freed +%llu (expected 1: it was freed "
+	       "once), rcu_pending %llu", (unsigned long long)(s1.rcu_objects_freed - s0.rcu_objects_freed),
+	       (unsigned long long)s1.rcu_pending);
+
+	/* Pointer arrays (large objects, caches without sheaves); one at a
+	 * time, since a tiny build links them and a list with an object
+	 * twice loops (diagnosed, the rest leaked). */
+	struct lobj *lp = lobj_new();
+	s0 = stats();
+	rcu_free(lp, rp);
+	lp = hide(lp);
+	rcu_free(lp, rp);
+	CHECK(rcu_free_barrier() == 0);
+	s1 = stats();
+	CHECKF(s1.rcu_objects_freed - s0.rcu_objects_freed == 1 && s1.rcu_pending == 0,
+	       "a large object rcu_free()'d twice: rcu_objects_freed +%llu (expected 1), "
+	       "rcu_pending %llu", (unsigned long long)(s1.rcu_objects_freed - s0.rcu_objects_freed),
+	       (unsigned long long)s1.rcu_pending);
+	struct sheaf_cache *ns = sheaf_cache_create("rcu_api_double", sizeof(struct cobj), 0,
+						    SHEAF_NO_SHEAVES, NULL);
+	REQUIRE(ns);
+	struct cobj *co = cobj_new(ns);
+	s0 = stats();
+	rcu_free(co, rh);
+	co = hide(co);
+	rcu_free(co, rh);
+	CHECK(rcu_free_barrier() == 0);
+	s1 = stats();
+	CHECKF(s1.rcu_objects_freed - s0.rcu_objects_freed == 1 && s1.rcu_pending == 0,
+	       "an object of a cache without sheaves rcu_free()'d twice: rcu_objects_freed +%llu "
+	       "(expected 1), rcu_pending %llu",
+	       (unsigned long long)(s1.rcu_objects_freed - s0.rcu_objects_freed),
+	       (unsigned long long)s1.rcu_pending);
+	CHECK(sheaf_cache_destroy(ns) == 0);
 	/* The allocator keeps working. */
 	for (int i = 0; i < 1000; i++) {
 		struct obj *o = obj_new();
@@ -1026,6 +1163,7 @@ struct child_case {
 static const struct child_case cases[] = {
 	{ "semantics", case_semantics },
 	{ "timer", case_timer },
+	{ "idle_barrier", case_idle_barrier },
 	{ "online_barrier", case_online_barrier },
 	{ "bad_stack", case_bad_stack },
 	{ "bad_global", case_bad_global },
@@ -1050,6 +1188,7 @@ int main(int argc, char **argv)
 	printf("test_rcu_api (%s build)\n", tiny ? "tiny" : "normal");
 	expect_pass(argv[0], "semantics", "rcu_delay_ms=600000", CHILD_ALARM);
 	expect_pass(argv[0], "timer", "rcu_delay_ms=30", CHILD_ALARM);
+	expect_pass(argv[0], "idle_barrier", "", CHILD_ALARM);
 	/* Returns in milliseconds when it works: a short limit. */
 	expect_pass(argv[0], "online_barrier", "", 6);
 	expect_abort(argv[0], "bad_stack", "invalid pointer", NULL);

@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 
 #include "../check.h"
@@ -371,6 +372,61 @@ static void test_bad_frees(void)
 	large_trim();
 }
 
+/* The cache: mappings unused for large_decay_ms go at the next free, an
+ * aligned request reuses a cached mapping that happens to be aligned, and
+ * a full bin (more entries than a lookup scans) still serves. */
+static void test_cache_decay_bins(void)
+{
+	large_trim();
+	unsigned int saved = sheaf_opt.large_decay_ms;
+	sheaf_opt.large_decay_ms = 50;
+	void *a = large_alloc(256 * 1024, 0, false);
+	REQUIRE(a);
+	large_free(large_of(a));
+	CHECK(lstats().cached == 256 * 1024);
+	struct timespec ts = { 0, 120 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	void *b = large_alloc(64 * 1024, 0, false);   /* another bin: a stays cached */
+	REQUIRE(b);
+	large_free(large_of(b));
+	CHECKF(lstats().cached == 64 * 1024, "after the decay time: %zu bytes cached, want only the new 64 KiB",
+	       lstats().cached);
+	sheaf_opt.large_decay_ms = saved;
+	large_trim();
+
+	/* Aligned reuse: a 2 MiB-aligned mapping, freed, comes back for the
+	 * same aligned request. */
+	void *c = large_alloc(2 * MIB, 2 * MIB, false);
+	REQUIRE(c && ((uintptr_t)c & (2 * MIB - 1)) == 0);
+	large_free(large_of(c));
+	void *d = large_alloc(2 * MIB, 2 * MIB, false);
+	CHECKF(d == c, "aligned request: got %p, the cached aligned mapping was %p", d, c);
+	CHECK(check_block(d, 2 * MIB, 2 * MIB, "aligned reuse"));
+	large_free(large_of(d));
+	large_trim();
+
+	/* 40 mappings of one bin, all cached; each request is served from
+	 * the cache (no new mapping) although a lookup scans only part of a
+	 * bin: the newest entries fit. */
+	void *m[40];
+	for (int i = 0; i < 40; i++) {
+		m[i] = large_alloc(100 * 1024, 0, false);
+		REQUIRE(m[i]);
+	}
+	for (int i = 0; i < 40; i++)
+		large_free(large_of(m[i]));
+	size_t mapped = page_mapped_bytes();
+	for (int i = 0; i < 40; i++) {
+		m[i] = large_alloc(100 * 1024, 0, false);
+		REQUIRE(m[i]);
+	}
+	CHECKF(page_mapped_bytes() == mapped, "40 cached mappings of one size: %zu bytes mapped anew",
+	       page_mapped_bytes() - mapped);
+	for (int i = 0; i < 40; i++)
+		large_free(large_of(m[i]));
+	large_trim();
+}
+
 int main(void)
 {
 	sheaf_init();
@@ -383,6 +439,7 @@ int main(void)
 	test_realloc();
 	test_failures();
 	test_bad_frees();
+	test_cache_decay_bins();
 	struct lstats s = lstats();
 	CHECKF(s.live == 0 && s.live_bytes == 0 && s.cached == 0 && s.allocs == s.frees,
 	       "at the end: %zu live (%zu B), %zu cached, %llu allocs, %llu frees", s.live,

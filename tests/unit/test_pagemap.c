@@ -142,9 +142,12 @@ static void test_high_addresses(void)
 	CHECK(!pagemap_set((uintptr_t)1 << 48, 1, 0x1));
 	CHECK(!pagemap_set(((uintptr_t)1 << 48) + top47, 1, 0x1));
 	CHECK(pagemap_lookup(top47) == 0x4700);   /* not aliased by the refused set */
-	/* A range running off the end is refused (its part inside may be set). */
+	/* A range running off the end is refused, and its part inside is
+	 * undone: the caller frees the owner it named. */
 	CHECK(!pagemap_set(top48, 2, 0x4801));
 	CHECK(pagemap_lookup((uintptr_t)1 << 48) == 0);
+	CHECK(pagemap_lookup(top48) == 0);
+	CHECK(pagemap_set(top48, 1, 0x4800));
 	CHECK(pagemap_set(top47, 1, 0));
 	CHECK(pagemap_set(top48, 1, 0));
 	CHECK(pagemap_lookup(top47) == 0 && pagemap_lookup(top48) == 0);
