@@ -55,6 +55,8 @@ PEERS = [
     ("mimalloc", "libmimalloc2.0", ["libmimalloc.so.2", "libmimalloc.so"]),
 ]
 LIBDIRS = ["/usr/lib/%s-linux-gnu" % platform.machine(), "/usr/lib64", "/usr/lib", "/usr/local/lib"]
+# label -> extra environment of that allocator's runs (--variant)
+ALLOC_ENV = {}
 
 # Families: the part of a row's name before the first "/" (two parts for
 # rcu/...).  group: the summary bar and PNG it belongs to.  op: what one
@@ -257,6 +259,21 @@ def allocators(args):
                 out.append((label, so))
             else:
                 warn("warning: %s does not preload, %s skipped" % (so, label))
+    for spec in getattr(args, "also", None) or []:
+        label, _, so = spec.partition("=")
+        if not label or not so or not os.path.isfile(so):
+            die("--also %s: want LABEL=PATH of an existing shared object" % spec)
+        so = os.path.abspath(so)
+        if not preload_works(so):
+            die("--also %s: does not preload" % spec)
+        out.append((label, so))
+    for spec in getattr(args, "variant", None) or []:
+        label, _, env = spec.partition("=")
+        var, _, val = env.partition("=")
+        if not label or not var or not args.lib:
+            die("--variant %s: want LABEL=VAR=VALUE (runs --lib with VAR=VALUE)" % spec)
+        ALLOC_ENV[label] = {var: val}
+        out.append((label, os.path.abspath(args.lib)))
     if args.allocators:
         keep = args.allocators.split(",")
         unknown = [a for a in keep if a not in [l for l, _ in out]]
@@ -269,6 +286,8 @@ def allocators(args):
 def describe_allocator(label, so):
     if not so:
         return "the C library's malloc, no preload"
+    if label in ALLOC_ENV:
+        return "%s with %s" % (so, " ".join("%s=%s" % kv for kv in ALLOC_ENV[label].items()))
     v = pkg_version_of_file(so)
     if v:
         return "%s (Debian %s)" % (so, v)
@@ -317,6 +336,7 @@ class Runner:
         env.pop("LD_PRELOAD", None)
         if so:
             env["LD_PRELOAD"] = so
+        env.update(ALLOC_ENV.get(alloc, {}))
         cmd = [prog, "--benchmark_filter=^%s$" % re.escape(row),
                "--benchmark_min_time=%g" % min_time, "--benchmark_format=json"]
         rec = {"program": os.path.basename(prog), "row": display_name(row), "gbench_name": row,
@@ -587,6 +607,10 @@ def main():
     ap.add_argument("--programs", default="bench_malloc,bench_sheaf,rcuscale",
                     help="which programs to run (default all three)")
     ap.add_argument("--no-peers", action="store_true", help="skip jemalloc / tcmalloc / mimalloc")
+    ap.add_argument("--also", action="append", metavar="LABEL=PATH",
+                    help="one more allocator to preload (e.g. sheaf-nohard=/tmp/nohard/.libs/libsheaf.so)")
+    ap.add_argument("--variant", action="append", metavar="LABEL=VAR=VALUE",
+                    help="--lib once more with an environment variable (e.g. sheaf-secure=SHEAF_OPTIONS=secure=1)")
     ap.add_argument("--no-install", action="store_true", help="never run apt-get (it only runs as root)")
     ap.add_argument("--no-plot", action="store_true", help="no PNG")
     ap.add_argument("--timeout", type=int, default=120, help="kill a run after S seconds (default 120)")
@@ -727,7 +751,7 @@ def render(args, ctx, runs):
     rsagg = aggregate([r for r in runs if r["program"] == "rcuscale"], lambda r: r["row"])
     mrows = [display_name(r) for r in rows_malloc]
     srows = [display_name(r) for r in rows_sheaf]
-    peers = [a for a in names if a not in ("glibc", args.name)]
+    peers = [a for a in names if a in [l for l, _, _ in PEERS]]   # not --also / --variant
 
     def med(row, a):
         x = agg.get((row, a))

@@ -237,6 +237,38 @@ static struct spsc *xthread_ring;   /* set by thread 0 before its loop */
 			(waited) += thread_cpu_ns() - w0_;                     \
 	} while (0)
 
+/* The producer's step: malloc, write, publish (waits while the ring is full). */
+static inline void spsc_produce(struct spsc *q, size_t size, uint64_t *head, uint64_t *tail,
+				uint64_t *waited)
+{
+	void *p = malloc(size);
+
+	if (!p)
+		die_oom();
+	touch(p, size);
+	if (*head - *tail == RING_SIZE)
+		WAIT_UNTIL(*head - (*tail = atomic_load_explicit(&q->tail, memory_order_acquire)) < RING_SIZE,
+			   *waited);
+	q->slot[*head & (RING_SIZE - 1)] = p;
+	atomic_store_explicit(&q->head, ++*head, memory_order_release);
+}
+
+/* The consumer's step: take a block (waits while the ring is empty), read
+ * it, as a consumer would, and free it.  Returns the byte read. */
+static inline unsigned spsc_consume(struct spsc *q, uint64_t *head, uint64_t *tail, uint64_t *waited)
+{
+	unsigned char *p;
+	unsigned v;
+
+	if (*tail == *head)
+		WAIT_UNTIL((*head = atomic_load_explicit(&q->head, memory_order_acquire)) != *tail, *waited);
+	p = q->slot[*tail & (RING_SIZE - 1)];
+	v = p[0];
+	free(p);
+	atomic_store_explicit(&q->tail, ++*tail, memory_order_release);
+	return v;
+}
+
 /*
  * 2 threads: thread 0 mallocs blocks of n bytes (and writes them), thread 1
  * reads and frees them: every free is remote.  op = one block.  Thread 0's
@@ -270,28 +302,10 @@ static void bm_xthread(gb_state *st, void *arg)
 		uint64_t waited = 0, c0 = thread_cpu_ns();
 
 		for (int64_t i = 0; i < n; i++) {
-			if (producer) {
-				void *p = malloc(size);
-
-				if (!p)
-					die_oom();
-				touch(p, size);
-				if (head - tail == RING_SIZE)
-					WAIT_UNTIL(head - (tail = atomic_load_explicit(&q->tail, memory_order_acquire)) <
-							   RING_SIZE, waited);
-				q->slot[head & (RING_SIZE - 1)] = p;
-				atomic_store_explicit(&q->head, ++head, memory_order_release);
-			} else {
-				unsigned char *p;
-
-				if (tail == head)
-					WAIT_UNTIL((head = atomic_load_explicit(&q->head, memory_order_acquire)) != tail,
-						   waited);
-				p = q->slot[tail & (RING_SIZE - 1)];
-				sum += p[0];   /* read the block, as a consumer would */
-				free(p);
-				atomic_store_explicit(&q->tail, ++tail, memory_order_release);
-			}
+			if (producer)
+				spsc_produce(q, size, &head, &tail, &waited);
+			else
+				sum += spsc_consume(q, &head, &tail, &waited);
 		}
 		gb_set_iteration_time(st, 2e-9 * (double)(thread_cpu_ns() - c0 - waited));
 	}
@@ -515,6 +529,134 @@ static void bm_glibc_thread(gb_state *st, void *arg)
 	report_row(st, gb_state_iterations(st) * gb_state_threads(st));
 }
 
+/* ------------------------------------------------- scaling (BENCH_SCALE) -- */
+
+/*
+ * Thread-scaling rows, registered only when BENCH_SCALE lists thread counts
+ * (e.g. BENCH_SCALE=1,2,4,8,16; benchmarks/scaling.py sets it).  All run on
+ * the wall clock: op = one malloc+free pair (one block for scale_xthread),
+ * counted over all threads, so items_per_second is the throughput of the
+ * whole process and a perfectly scaling allocator doubles it with the
+ * threads (given the cores).  On the 2-core development machine these rows
+ * measure little; they are meant for machines with many cores.
+ *
+ *   scale_local        each thread allocates 64 blocks of 16..1024 B
+ *                      (written) and frees them in a shuffled order: no
+ *                      sharing at all, the per-thread caches alone;
+ *   scale_larson       larson above: 8192 shared slots, (T-1)/T remote frees;
+ *   scale_glibc_thread glibc's bench-malloc-thread above;
+ *   scale_xthread      T/2 producer/consumer pairs, 64 B blocks: every free
+ *                      is remote, and T/2 threads free at once.
+ */
+#define SCALE_BATCH 64
+
+static void bm_scale_local(gb_state *st, void *arg)
+{
+	uint64_t seed = 0x9E3779B97F4A7C15ull * (uint64_t)(gb_state_thread_index(st) + 1);
+	void *obj[SCALE_BATCH];
+	uint8_t order[SCALE_BATCH];
+	size_t size[SCALE_BATCH];
+
+	(void)arg;
+	for (unsigned i = 0; i < SCALE_BATCH; i++) {
+		order[i] = (uint8_t)i;
+		size[i] = 16 + rnd_below(&seed, 1024 - 16 + 1);
+	}
+	for (unsigned i = SCALE_BATCH - 1; i > 0; i--) {
+		unsigned j = rnd_below(&seed, i + 1);
+		uint8_t t = order[i];
+
+		order[i] = order[j];
+		order[j] = t;
+	}
+	GB_FOR(st, it) {
+		for (unsigned i = 0; i < SCALE_BATCH; i++) {
+			obj[i] = malloc(size[i]);
+			if (!obj[i])
+				die_oom();
+			touch(obj[i], size[i]);
+		}
+		for (unsigned i = 0; i < SCALE_BATCH; i++)
+			free(obj[order[i]]);
+	}
+	report_row(st, gb_state_iterations(st) * gb_state_threads(st) * SCALE_BATCH);
+}
+
+#define SCALE_MAX_PAIRS 64
+static struct spsc scale_ring[SCALE_MAX_PAIRS];
+
+/*
+ * Thread 2k produces for thread 2k+1.  Both run the same number of
+ * iterations (Google Benchmark gives every thread the same count), so each
+ * ring ends empty; the producer waits for that and resets the indices for
+ * the next run.  Waiting is part of the cost here (wall clock).
+ */
+static void bm_scale_xthread(gb_state *st, void *arg)
+{
+	int idx = gb_state_thread_index(st);
+	struct spsc *q = &scale_ring[(idx / 2) % SCALE_MAX_PAIRS];
+	bool producer = idx % 2 == 0, alone = idx + 1 == gb_state_threads(st) && producer;
+	uint64_t head = 0, tail = 0, waited = 0;
+	unsigned sum = 0;
+
+	(void)arg;
+	GB_FOR(st, i) {
+		if (alone) {        /* odd thread count: the last thread frees its own */
+			void *p = malloc(64);
+
+			if (!p)
+				die_oom();
+			touch(p, 64);
+			free(p);
+		} else if (producer) {
+			spsc_produce(q, 64, &head, &tail, &waited);
+		} else {
+			sum += spsc_consume(q, &head, &tail, &waited);
+		}
+	}
+	if (producer && !alone) {
+		unsigned spins = 0;
+
+		while (atomic_load_explicit(&q->tail, memory_order_acquire) != head)
+			spin_wait(&spins);
+		atomic_store_explicit(&q->head, 0, memory_order_relaxed);
+		atomic_store_explicit(&q->tail, 0, memory_order_relaxed);
+	}
+	gb_do_not_optimize(&sum);
+	gb_do_not_optimize(&waited);
+	report_row(st, gb_state_iterations(st) * gb_state_threads(st));
+}
+
+/* Registers the scale_* rows for every thread count in BENCH_SCALE. */
+static void register_scaling(const char *list)
+{
+	gb_bench *b[4] = {
+		row_wall("scale_local", bm_scale_local, NULL),
+		row_wall("scale_larson", bm_larson, NULL),
+		row_wall("scale_glibc_thread", bm_glibc_thread, NULL),
+		row_wall("scale_xthread", bm_scale_xthread, NULL),
+	};
+
+	for (const char *s = list; *s;) {
+		char *end;
+		long t = strtol(s, &end, 10);
+
+		if (end == s || t < 1 || t > 2 * SCALE_MAX_PAIRS) {
+			fprintf(stderr, "bench_malloc: BENCH_SCALE=%s: want thread counts 1..%d, comma-separated\n",
+				list, 2 * SCALE_MAX_PAIRS);
+			exit(2);
+		}
+		for (int k = 0; k < 4; k++)
+			if (k != 3 || t >= 2)
+				gb_threads(b[k], (int)t);
+		s = *end == ',' ? end + 1 : end;
+		if (*end && *end != ',') {
+			fprintf(stderr, "bench_malloc: BENCH_SCALE=%s: unexpected '%c'\n", list, *end);
+			exit(2);
+		}
+	}
+}
+
 /* ---------------------------------------------------------------- main -- */
 
 int main(int argc, char **argv)
@@ -564,6 +706,8 @@ int main(int argc, char **argv)
 	gb_use_manual_time(gb_args_product(gb_arg_names(b, simple_names, 2), simple_lists,
 		                           simple_lens, 2));
 	gb_threads(gb_threads(gb_threads(row_proc("glibc_thread", bm_glibc_thread, NULL), 1), 2), 8);
+	if (getenv("BENCH_SCALE"))
+		register_scaling(getenv("BENCH_SCALE"));
 
 	return gb_main(argc, argv);
 }
