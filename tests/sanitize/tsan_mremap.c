@@ -11,6 +11,12 @@
  * done with what TSan does see: growing maps a new range, copies and unmaps
  * the old one (always a move, which MREMAP_MAYMOVE permits), shrinking
  * unmaps the tail.  Any other use goes to the real mremap.
+ *
+ * What it looks like without this file: test_thread_churn, about once in
+ * eight runs, reports a "data race" between fill() just after one
+ * worker's realloc() of a large block and verify() just before another
+ * worker's realloc(), at the same address: two real mremap() moves, the
+ * second into the range that the first one vacated.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
