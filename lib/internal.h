@@ -152,7 +152,7 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(bool, valgrind, 1, "under valgrind: report blocks to memcheck (threads then run without sheaves)") \
 	X(size, large_cache, 64u << 20, "bytes of freed large mappings kept for reuse")   \
 	X(size, large_cache_max, 32u << 20, "largest single mapping kept in the large cache") \
-	X(uint, large_decay_ms, 1000, "cached large mappings unused this long are unmapped (checked on large allocations)") \
+	X(uint, large_decay_ms, 1000, "cached large mappings unused this long are unmapped (checked on large frees)") \
 	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
 	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
@@ -487,6 +487,7 @@ struct large {
 	uint32_t state;            /* LARGE_LIVE or LARGE_CACHED          */
 	uint32_t guard;            /* bytes of PROT_NONE at the end (secure) */
 	uint32_t cached_ms;        /* when it entered the cache (decay)   */
+	uint32_t bin;              /* its size bin while cached           */
 	struct large *next, *prev; /* cache: all, most recent first (LRU) */
 	struct large *bnext, *bprev; /* cache: its size bin, most recent first */
 };

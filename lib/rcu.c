@@ -81,16 +81,6 @@ static void note_deferred(void)
 		__atomic_store_n(&rcu_deferred_ever, 1, __ATOMIC_RELEASE);
 }
 
-/*
- * Tiny builds keep no per-thread state, so rcu_free_mightsleep() collects
- * its pointers in one process-wide array, with the protocol of a thread's
- * slot (below); the drain thread and the barriers steal it as they steal
- * a dirty thread's.  A caller that finds it claimed by another thread
- * waits for a grace period itself, as every call did before.
- */
-static struct sheaf *tiny_array;
-static int tiny_array_dirty;
-
 /* Drain thread. */
 static sheaf_lock_t drain_lock = SHEAF_LOCK_INIT;  /* start/stop only */
 static int drain_running;
@@ -187,7 +177,7 @@ static struct sheaf *rcu_array_new(void)
 	return s;
 }
 
-/* `dirty`: a thread's rcu_dirty, or tiny_array_dirty. */
+/* `dirty`: the owning thread's rcu_dirty. */
 static void mark_dirty(int *dirty)
 {
 	note_deferred();
@@ -287,16 +277,6 @@ static void steal_thread(struct thread_cache *tc, struct sheaf_cache *only)
 	for (unsigned int i = 0; i < tc->nr_ext; i++)
 		steal_slot(&tc->ext[i].rcu_free);
 	steal_slot(&tc->rcu_array);
-}
-
-/* The tiny build's process-wide array (a pseudo-thread: same flag protocol). */
-static void steal_tiny(void)
-{
-	if (!config_tiny)
-		return;
-	if (__atomic_exchange_n(&tiny_array_dirty, 0, __ATOMIC_RELAXED))
-		__atomic_fetch_sub(&dirty_threads, 1, __ATOMIC_RELAXED);
-	steal_slot(&tiny_array);
 }
 
 static void steal_all_cb(struct thread_cache *tc, void *arg)
@@ -440,10 +420,8 @@ static uint64_t process_links(struct rcu_link *l, uint64_t bound, uint64_t *take
 static void drain_cycle(bool steal)
 {
 	nolock_poll();   /* frees deferred by signal handlers */
-	if (steal) {
+	if (steal)
 		threads_foreach(steal_all_cb, NULL);
-		steal_tiny();
-	}
 	struct sheaf *sheaves = __atomic_exchange_n(&handoff_sheaves, NULL, __ATOMIC_ACQUIRE);
 	struct rcu_link *links = __atomic_exchange_n(&handoff_links, NULL, __ATOMIC_ACQUIRE);
 	if (!sheaves && !links)
@@ -580,18 +558,6 @@ static void rcu_queue(void *obj, void *field, uintptr_t e)
 	}
 	if (tc && slot_push(&tc->rcu_dirty, &tc->rcu_array, NULL, obj))
 		return;
-	if (config_tiny && !field) {
-		/* rcu_free_mightsleep(): the shared array.  Its owner holds it
-		 * for a few instructions (or one meta_alloc), so a few yields
-		 * are cheaper than the grace period waited below. */
-		for (int tries = 0; tries < 4; tries++) {
-			if (slot_push(&tiny_array_dirty, &tiny_array, NULL, obj))
-				return;
-			if (__atomic_load_n(&tiny_array, __ATOMIC_RELAXED) != RCU_CLAIMED)
-				break;   /* no memory for an array */
-			sched_yield();
-		}
-	}
 
 	if (config_tiny && field && urcu_qsbr_read_ongoing()) {
 		/* One call_rcu() per object, from a registered online thread
@@ -605,8 +571,9 @@ static void rcu_queue(void *obj, void *field, uintptr_t e)
 		handoff_link((struct rcu_link *)field);
 		return;
 	}
-	/* rcu_free_mightsleep() with no memory for an array (or, tiny, the
-	 * shared array kept busy by other threads): wait here. */
+	/* rcu_free_mightsleep() with no memory for an array, or in a tiny
+	 * build (no batching, as the kernel's KVFREE_RCU_BATCHED=n): wait
+	 * here. */
 	urcu_qsbr_synchronize_rcu();
 	rcu_free_now(obj);
 }
@@ -767,7 +734,6 @@ static int barrier_wait_offline(struct sheaf_cache *only)
 	if (config_tiny)
 		urcu_qsbr_barrier();   /* call_rcu() callbacks */
 	threads_foreach(steal_all_cb, only);
-	steal_tiny();   /* may hold objects of `only` */
 	uint64_t t = __atomic_add_fetch(&drain_req, 1, __ATOMIC_ACQ_REL);
 	if (!__atomic_load_n(&drain_running, __ATOMIC_ACQUIRE) && !drain_start()) {
 		/* No drain thread can be started: do its work here. */
@@ -830,10 +796,6 @@ void rcu_fork_child(void)
 	drain_idle = 0;
 	drain_stop = 0;
 	drain_done = drain_req;
-	/* Claimed by a thread that does not exist here: lost with what it
-	 * held (never freed early), as an orphaned thread's claimed slot. */
-	if (tiny_array == RCU_CLAIMED)
-		tiny_array = NULL;
 	__atomic_store_n(&fork_child, 1, __ATOMIC_RELAXED);
 }
 
