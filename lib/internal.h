@@ -229,6 +229,8 @@ void page_fork_parent(void);
 void page_fork_child(void);
 /* Test hook: make the next `n` mmap calls fail (fault injection). */
 void page_fail_next(unsigned int n);
+void page_fail_madvise_next(unsigned int n);   /* test hook: the next n madvise()s fail */
+uint64_t page_madvise_failures(void);
 
 /* ---------------------------------------------------------------- pagemap */
 /*

@@ -28,6 +28,8 @@ static struct free_run *run_bins[SLAB_MAX_ORDER + 1];
 static size_t mapped_bytes;                /* atomic */
 static size_t resident_run_bytes;          /* runs handed out, atomic */
 static unsigned int fail_next;             /* fault injection, atomic */
+static unsigned int madvise_fail_next;     /* the same for madvise() */
+static uint64_t madvise_failed;            /* atomic: runs kept resident */
 
 static inline size_t order_bytes(unsigned int order)
 {
@@ -39,15 +41,30 @@ void page_fail_next(unsigned int n)
 	__atomic_store_n(&fail_next, n, __ATOMIC_RELAXED);
 }
 
-static bool injected_failure(void)
+void page_fail_madvise_next(unsigned int n)
 {
-	unsigned int n = __atomic_load_n(&fail_next, __ATOMIC_RELAXED);
+	__atomic_store_n(&madvise_fail_next, n, __ATOMIC_RELAXED);
+}
+
+uint64_t page_madvise_failures(void)
+{
+	return __atomic_load_n(&madvise_failed, __ATOMIC_RELAXED);
+}
+
+static bool take_one(unsigned int *counter)
+{
+	unsigned int n = __atomic_load_n(counter, __ATOMIC_RELAXED);
 	while (n) {
-		if (__atomic_compare_exchange_n(&fail_next, &n, n - 1, false, __ATOMIC_RELAXED,
+		if (__atomic_compare_exchange_n(counter, &n, n - 1, false, __ATOMIC_RELAXED,
 						__ATOMIC_RELAXED))
 			return true;
 	}
 	return false;
+}
+
+static bool injected_failure(void)
+{
+	return take_one(&fail_next);
 }
 
 static void *os_map(size_t bytes)
@@ -112,8 +129,12 @@ void *page_alloc_run(unsigned int order)
 void page_free_run(void *run, unsigned int order)
 {
 	size_t bytes = order_bytes(order);
-	/* Pages back to the OS before the run is visible for reuse. */
-	madvise(run, bytes, MADV_DONTNEED);
+	/* Pages back to the OS before the run is visible for reuse.  If
+	 * that fails the run is reused as it is: nothing assumes a reused
+	 * run is zero (calloc clears what slabs give it), only the memory
+	 * stays resident. */
+	if (take_one(&madvise_fail_next) || madvise(run, bytes, MADV_DONTNEED) != 0)
+		__atomic_fetch_add(&madvise_failed, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_sub(&resident_run_bytes, bytes, __ATOMIC_RELAXED);
 	struct free_run *fr = meta_alloc(sizeof(*fr));
 	if (!fr)

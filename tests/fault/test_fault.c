@@ -178,6 +178,49 @@ static void set_as_limit(rlim_t soft)
 	REQUIRE(setrlimit(RLIMIT_AS, &rl) == 0);
 }
 
+/* ------------------------------------------------------------ madvise */
+/*
+ * madvise(MADV_DONTNEED) failing when slabs go back to the page source:
+ * the runs are reused with their old contents, so calloc must still zero
+ * and every block must hold what was written; only the memory stays
+ * resident.
+ */
+static int case_madvise(void)
+{
+	enum { N = 20000 };
+	char **p = (char **)ptr_array(N);
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < N; i++) {
+			p[i] = sheaf_malloc(200);
+			REQUIRE(p[i]);
+			memset(p[i], 0xa5, 200);
+		}
+		for (int i = 0; i < N; i++)
+			sheaf_free(p[i]);
+		uint64_t f0 = page_madvise_failures();
+		page_fail_madvise_next(1000);
+		sheaf_malloc_trim(0);   /* empty slabs back: every madvise fails */
+		page_fail_madvise_next(0);
+		CHECKF(page_madvise_failures() > f0, "round %d: no slab went back (no madvise)", round);
+		int dirty = 0;
+		for (int i = 0; i < N; i++) {
+			p[i] = sheaf_calloc(1, 200);
+			REQUIRE(p[i]);
+			for (int k = 0; k < 200; k++)
+				dirty |= p[i][k];
+			memset(p[i], i & 0x7f, 200);
+		}
+		CHECKF(!dirty, "round %d: calloc returned dirty memory from a reused run", round);
+		for (int i = 0; i < N; i++) {
+			CHECKF(p[i][0] == (char)(i & 0x7f) && p[i][199] == (char)(i & 0x7f),
+			       "round %d: block %d lost its contents", round, i);
+			sheaf_free(p[i]);
+		}
+	}
+	munmap(p, N * sizeof(*p));
+	return check_done("madvise");
+}
+
 /* ------------------------------------------------------- inject_large */
 static int case_inject_large(void)
 {
@@ -739,6 +782,7 @@ static const struct {
 	const char *name;
 	int (*fn)(void);
 } cases[] = {
+	{ "madvise", case_madvise },
 	{ "inject_large", case_inject_large },
 	{ "inject_small", case_inject_small },
 	{ "inject_cache", case_inject_cache },
