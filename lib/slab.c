@@ -52,7 +52,11 @@ struct slab *slab_create(struct sheaf_cache *c)
 	s->base = (uintptr_t)run;
 	if (c->guard) {
 		/* The slack goes first, so that the last object ends at the
-		 * guard page (to within the alignment). */
+		 * guard page (to within the alignment).  The run is a
+		 * multiple of the page and the objects of the stride, so the
+		 * slack is a multiple of every power of two (up to the page)
+		 * that divides the stride: objects keep all the alignment
+		 * memalign() expects of a class (test_secure checks it). */
 		size_t bytes = (SLAB_MIN_BYTES << c->slab_order) - PAGE_SIZE;
 		s->base += (bytes - (size_t)objects * c->size) & ~(size_t)(c->align - 1);
 	}

@@ -158,6 +158,25 @@ static int child(int secure)
 		free(q);
 	}
 
+	/* memalign() takes a malloc class whose stride is a multiple of the
+	 * alignment: the slab's leading slack must keep it (enough blocks to
+	 * fill several slabs of each class). */
+	static const size_t aligns[] = { 32, 64, 128, 256, 512, 1024, 2048, 4096 };
+	static const size_t asizes[] = { 1, 100, 200, 448, 700, 896, 1500, 3000, 5000, 14000 };
+	unsigned int misaligned = 0;
+	for (size_t a = 0; a < sizeof(aligns) / sizeof(aligns[0]); a++)
+		for (size_t z = 0; z < sizeof(asizes) / sizeof(asizes[0]); z++) {
+			void *blk[300];
+			for (int i = 0; i < 300; i++) {
+				blk[i] = aligned_alloc(aligns[a], asizes[z]);
+				REQUIRE(blk[i]);
+				misaligned += ((uintptr_t)blk[i] & (aligns[a] - 1)) != 0;
+			}
+			for (int i = 0; i < 300; i++)
+				free(blk[i]);
+		}
+	CHECKF(misaligned == 0, "%u aligned_alloc() blocks misaligned", misaligned);
+
 	unsigned int pct = neighbour_percent(48, 2000);
 	printf("consecutive 48-byte mallocs that are address neighbours: %u%%\n", pct);
 	if (secure)
