@@ -29,19 +29,29 @@ size_t do_usable_size(const void *ptr);
 void do_free_sized(void *ptr, size_t size, const char *func);
 int do_malloc_trim(size_t pad);
 
+/* Pops an object of size class `cls` from the thread's main sheaf; NULL
+ * when there is none (no thread state, or the sheaf is empty). */
+static inline __attribute__((always_inline)) void *class_pop(struct thread_cache *tc, unsigned int cls)
+{
+	struct pcs *pcs = &tc->pcs[cls];
+	struct sheaf *s = pcs->main;
+	if (likely(s->size)) {
+		void *p = s->objects[--s->size];
+		pcs->alloc_fast++;
+		if (config_harden)
+			*(uintptr_t *)p = 0;   /* obj_mark_alloc(): kmalloc markers sit at 0 */
+		return p;
+	}
+	return NULL;
+}
+
 static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 {
 	struct thread_cache *tc = sheaf_tc;
 	if (likely(size <= SMALL_MAX && tc)) {
-		struct pcs *pcs = &tc->pcs[size_to_class(size)];
-		struct sheaf *s = pcs->main;
-		if (likely(s->size)) {
-			void *p = s->objects[--s->size];
-			pcs->alloc_fast++;
-			if (config_harden)
-				*(uintptr_t *)p = 0;   /* obj_mark_alloc(): kmalloc markers sit at 0 */
+		void *p = class_pop(tc, size_to_class(size));
+		if (likely(p))
 			return p;
-		}
 	}
 	return do_malloc_slow(size);
 }

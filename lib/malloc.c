@@ -197,9 +197,14 @@ void *do_memalign(size_t align, size_t size)
 			while (class_size[cls] % align)
 				cls++;
 			/* Red zones would misalign a debugged class's objects
-			 * beyond 16 bytes: such blocks come from mappings. */
-			if (!(kmalloc_caches[cls].debug & DEBUG_Z) || align <= 16)
-				return cache_alloc_any(&kmalloc_caches[cls]);
+			 * beyond 16 bytes: such blocks come from mappings.  (A
+			 * debugged class has no sheaves: class_pop() finds its
+			 * main sheaf empty.) */
+			if (!(kmalloc_caches[cls].debug & DEBUG_Z) || align <= 16) {
+				struct thread_cache *tc = sheaf_tc;
+				void *p = tc ? class_pop(tc, cls) : NULL;
+				return p ? p : cache_alloc_any(&kmalloc_caches[cls]);
+			}
 		}
 	}
 	return large_alloc(size, align, false);
