@@ -42,6 +42,7 @@
 
 #include "sheaf.h"
 #include "check.h"
+#include "pattern.h"   /* rnd() */
 
 #define NWORKERS      4
 #define NFORKS        20
@@ -61,16 +62,6 @@ enum {
 	CHILD_FORK = 16,          /* fork() itself failed                 */
 	CHILD_INHERITED = 17,     /* a block inherited from the parent was damaged */
 };
-
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
 
 static size_t pick_size(uint64_t *s)
 {

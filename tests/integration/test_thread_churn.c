@@ -40,6 +40,7 @@
 
 #include "sheaf.h"
 #include "check.h"
+#include "pattern.h"   /* rnd() */
 
 #define WAVES        80      /* 80 waves x 50 threads = 4,000 threads */
 #define PER_WAVE     50
@@ -61,16 +62,6 @@ struct hdr {                 /* at the start of every block >= 16 bytes */
 static _Atomic(void *) xslots[XSLOTS];
 static atomic_long errors;
 static atomic_ulong worker_allocs;  /* malloc + calloc calls that succeeded */
-
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
 
 static size_t pick_size(uint64_t *s)
 {
