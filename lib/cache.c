@@ -143,6 +143,10 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 	c->object_size = (uint32_t)size;
 	c->align = (uint32_t)align;
 	c->marker_off = marker_off;
+	/* Markers of page-sized objects live beside the slab header: see
+	 * obj_marker().  The malloc classes' fast paths know it by the
+	 * class (CLASS_PAGE); a constructed object keeps its own. */
+	c->ext_marks = cls >= 0 ? cls >= CLASS_PAGE : stride >= PAGE_SIZE && !ctor;
 	c->cls = (uint16_t)(cls >= 0 ? cls : CLASS_NONE);
 	c->flags = flags;
 	c->ctor = ctor;

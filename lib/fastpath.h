@@ -39,7 +39,7 @@ static inline __attribute__((always_inline)) void *class_pop(struct thread_cache
 		void *p = s->objects[--s->size];
 		pcs->alloc_fast++;
 		if (config_harden)
-			*(uintptr_t *)p = 0;   /* obj_mark_alloc(): kmalloc markers sit at 0 */
+			*(cls < CLASS_PAGE ? (uintptr_t *)p : slab_marker(p)) = 0;   /* obj_mark_alloc() */
 		return p;
 	}
 	return NULL;
@@ -66,11 +66,12 @@ static inline __attribute__((always_inline)) void free_fast(void *ptr, const cha
 		uint32_t idx = slab_index(slab, (uintptr_t)ptr);
 		struct pcs *pcs = &tc->pcs[slab->cls];
 		struct sheaf *s = pcs->main;
+		uintptr_t *mark = slab->marks ? &slab->marks[idx] : (uintptr_t *)ptr;   /* obj_marker() */
 		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
-			   (!config_harden || *(uintptr_t *)ptr != free_marker(ptr)) &&
+			   (!config_harden || *mark != free_marker(ptr)) &&
 			   s->size < s->capacity)) {
 			if (config_harden)
-				*(uintptr_t *)ptr = free_marker(ptr);
+				*mark = free_marker(ptr);
 			s->objects[s->size] = ptr;
 			barrier();
 			s->size++;

@@ -97,6 +97,7 @@ static inline uint32_t coarse_ms(void)
 #define SMALL_MAX        32768u   /* largest malloc size class */
 #define NR_CLASSES       41       /* 8, 16..128 step 16, then 4 per doubling */
 #define CLASS_NONE       NR_CLASSES  /* slab->cls of a user cache */
+#define CLASS_PAGE       28       /* the first class of a page or more (4096) */
 #define SLAB_MIN_BYTES   ((size_t)16 << 10)
 #define SLAB_MAX_ORDER   8        /* 16 KiB << 8 = 4 MiB */
 #define SLAB_MAX_OBJECTS 2048     /* 16 KiB / 8 B */
@@ -117,9 +118,29 @@ typedef struct {
 #define SHEAF_LOCK_INIT { 0 }
 void lock_acquire_slow(sheaf_lock_t *l);
 void lock_wake(sheaf_lock_t *l);
+/*
+ * While the process has one thread no other thread can contend, so a lock
+ * is a plain store (glibc's malloc skips its arena locks the same way):
+ * two fewer atomic read-modify-writes per large malloc/free or sheaf
+ * exchange in single-threaded programs.  The value stored is the same (1),
+ * so a lock taken this way and released after a pthread_create() - the
+ * rcu drain thread is created under drain_lock - wakes a waiter as usual.
+ * glibc clears __libc_single_threaded before the new thread exists and sets
+ * it again only in a fork child, where we are alone as well.
+ */
+#if HAVE_DECL___LIBC_SINGLE_THREADED
+#include <sys/single_threaded.h>
+static inline bool lock_single(void) { return __libc_single_threaded; }
+#else
+static inline bool lock_single(void) { return false; }
+#endif
 static inline void lock_acquire(sheaf_lock_t *l)
 {
 	int c = 0;
+	if (lock_single() && likely(__atomic_load_n(&l->v, __ATOMIC_RELAXED) == 0)) {
+		__atomic_store_n(&l->v, 1, __ATOMIC_RELAXED);
+		return;
+	}
 	if (likely(__atomic_compare_exchange_n(&l->v, &c, 1, false, __ATOMIC_ACQUIRE,
 					       __ATOMIC_RELAXED)))
 		return;
@@ -132,6 +153,10 @@ static inline bool lock_try(sheaf_lock_t *l)
 }
 static inline void lock_release(sheaf_lock_t *l)
 {
+	if (lock_single()) {
+		__atomic_store_n(&l->v, 0, __ATOMIC_RELAXED);
+		return;
+	}
 	if (unlikely(__atomic_exchange_n(&l->v, 0, __ATOMIC_RELEASE) == 2))
 		lock_wake(l);
 }
@@ -152,6 +177,7 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(bool, valgrind, 1, "under valgrind: report blocks to memcheck (threads then run without sheaves)") \
 	X(size, large_cache, 64u << 20, "bytes of freed large mappings kept for reuse")   \
 	X(size, large_cache_max, 32u << 20, "largest single mapping kept in the large cache") \
+	X(size, large_thread, 1u << 20, "largest freed large block each thread keeps for its own next large malloc (0 = none)") \
 	X(uint, large_decay_ms, 1000, "cached large mappings unused this long are unmapped (checked on large frees)") \
 	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
@@ -292,6 +318,7 @@ struct slab {
 	struct sheaf_cache *cache;
 	struct track *tracks;      /* SHEAF_DEBUG=U: 2 per object (debug.c) */
 	uintptr_t run;             /* the pages: base, or below it (secure) */
+	uintptr_t *marks;          /* free markers, one per object (ext_marks) */
 	/* Under cache->lock. */
 	uint32_t inuse __attribute__((aligned(CACHELINE))); /* not in the freemap */
 	uint8_t list;              /* enum slab_list                      */
@@ -373,6 +400,7 @@ struct sheaf_cache {
 	uint32_t object_size;      /* as created / usable size            */
 	uint32_t align;
 	uint32_t marker_off;       /* where the free marker lives         */
+	bool ext_marks;            /* ... or in slab->marks (obj_marker()) */
 	uint32_t sheaf_capacity;   /* 0: no sheaves                       */
 	uint32_t objects_per_slab;
 	uint32_t barn_max_full;    /* bound of barn.full                  */
@@ -421,19 +449,35 @@ static inline void *link_decode(const void *where, uintptr_t v)
 	return (void *)(v ^ sheaf_free_key ^ __builtin_bswap64((uintptr_t)where));
 }
 
+/*
+ * Where an object's free marker lives: a word in the object, or, for
+ * objects of a page or more (cache->ext_marks), a word in the slab's marks
+ * array beside its header.  A program may free a big block it never wrote
+ * (a buffer sized for the worst case); a marker in the block would make
+ * its page resident just to say that it is free.
+ */
+static inline uintptr_t *slab_marker(const void *p)
+{
+	const struct slab *s = (const struct slab *)pagemap_lookup((uintptr_t)p);
+	return &s->marks[slab_index(s, (uintptr_t)p)];
+}
+static inline uintptr_t *obj_marker(const struct sheaf_cache *c, const void *p)
+{
+	return c->ext_marks ? slab_marker(p) : (uintptr_t *)((uintptr_t)p + c->marker_off);
+}
 static inline void obj_mark_free(const struct sheaf_cache *c, void *p)
 {
 	if (config_harden)
-		*(uintptr_t *)((char *)p + c->marker_off) = free_marker(p);
+		*obj_marker(c, p) = free_marker(p);
 }
 static inline void obj_mark_alloc(const struct sheaf_cache *c, void *p)
 {
 	if (config_harden)
-		*(uintptr_t *)((char *)p + c->marker_off) = 0;
+		*obj_marker(c, p) = 0;
 }
 static inline bool obj_marked_free(const struct sheaf_cache *c, const void *p)
 {
-	return config_harden && *(const uintptr_t *)((const char *)p + c->marker_off) == free_marker(p);
+	return config_harden && *obj_marker(c, p) == free_marker(p);
 }
 
 static inline void stat_add(struct sheaf_cache *c, enum sheaf_stat_item i, uint64_t n)
@@ -493,7 +537,12 @@ struct large {
 	struct large *next, *prev; /* cache: all, most recent first (LRU) */
 	struct large *bnext, *bprev; /* cache: its size bin, most recent first */
 };
-enum { LARGE_LIVE = 0x4c495645, LARGE_CACHED = 0x43414348, LARGE_DEFERRED = 0x44454645 };
+enum {
+	LARGE_LIVE = 0x4c495645,
+	LARGE_CACHED = 0x43414348,
+	LARGE_DEFERRED = 0x44454645,
+	LARGE_SLOT = 0x534c4f54,   /* freed, held by its thread (large_slot) */
+};
 static inline size_t large_usable(const struct large *l)
 {
 	return l->map_bytes - l->guard - (l->user - l->base);
@@ -501,6 +550,12 @@ static inline size_t large_usable(const struct large *l)
 void *large_alloc(size_t size, size_t align, bool zero);
 void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow);
 void large_free(struct large *l);
+struct thread_cache;
+/* The per-thread slot (large.c; pop and push below struct thread_cache).
+ * Only the owning thread calls these (release: also its exit). */
+void large_slot_evict(struct large *l);
+void large_slot_release(struct thread_cache *tc);
+void large_slot_orphan(struct thread_cache *tc);
 void *large_realloc(struct large *l, size_t size);
 bool large_trim(void);
 void large_stats(size_t *live, size_t *live_bytes, size_t *cached_bytes,
@@ -551,8 +606,59 @@ struct thread_cache {
 	 * whether any rcu sheaf of this thread is partly filled. */
 	struct sheaf *rcu_array;
 	int rcu_dirty;
+	/* large.c: the thread's last freed large block (LARGE_SLOT), for
+	 * its next large malloc without the large lock; and what went
+	 * through it, which stats add to the shared counters. */
+	struct large *large_slot;
+	size_t large_slot_bytes;
+	uint64_t large_slot_allocs, large_slot_frees;
+	/* malloc.c: the block the thread's last growing realloc() returned:
+	 * growing it again earns headroom (realloc_size()). */
+	void *grown;
 	struct thread_cache *next, *prev;
 };
+
+/* The thread's large slot (large.c): free keeps the block for the thread's
+ * next large malloc/calloc that it fits (at most twice as big): no lock,
+ * no list.  No valgrind hooks: a thread has no state under valgrind. */
+static inline void large_slot_set(struct thread_cache *tc, struct large *l)
+{
+	tc->large_slot = l;
+	__atomic_store_n(&tc->large_slot_bytes, l ? l->map_bytes : 0, __ATOMIC_RELAXED);
+}
+
+/* size: above SMALL_MAX, at most PTRDIFF_MAX.  grow: for a realloc that
+ * grows a block, which takes any bigger block (it will grow into it). */
+static inline void *large_slot_pop(struct thread_cache *tc, size_t size, bool grow)
+{
+	struct large *l = tc->large_slot;
+	if (!l)
+		return NULL;
+	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	size_t have = l->map_bytes - l->guard;
+	if (have < bytes || (have - bytes > bytes && !grow))
+		return NULL;
+	large_slot_set(tc, NULL);
+	__atomic_store_n(&tc->large_slot_allocs, tc->large_slot_allocs + 1, __ATOMIC_RELAXED);
+	l->state = LARGE_LIVE;
+	l->req = size;
+	return (void *)l->user;
+}
+
+/* l: live, checked by the caller.  False: not one for the slot. */
+static inline bool large_slot_push(struct thread_cache *tc, struct large *l)
+{
+	if (l->user != l->base || l->map_bytes - l->guard > sheaf_opt.large_thread || tc->dead)
+		return false;
+	struct large *old = tc->large_slot;
+	l->state = LARGE_SLOT;
+	large_slot_set(tc, l);
+	__atomic_store_n(&tc->large_slot_frees, tc->large_slot_frees + 1, __ATOMIC_RELAXED);
+	if (old)
+		large_slot_evict(old);
+	return true;
+}
+
 /* Initial-exec and one pointer: safe for a library loaded by LD_PRELOAD and
  * for programs that dlopen() more TLS-using libraries later. */
 extern __thread struct thread_cache *sheaf_tc __attribute__((tls_model("initial-exec")));

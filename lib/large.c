@@ -211,17 +211,19 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow)
 	return p;   /* fresh anonymous memory is zero */
 }
 
-void large_free(struct large *l)
+/* Into the shared cache (or unmapped).  `counted`: the free was already
+ * counted (in a thread's large_slot_frees). */
+static void large_put(struct large *l, bool counted)
 {
 	struct large *evict = NULL;
-	vg_free((void *)l->user);
 	lock_acquire(&large_lock);
 	test_hook(HOOK_LARGE_LOCKED);
 	bool tick = lc_ticks++ % LC_TICK == 0;
 	if (tick)
 		lc_now = coarse_ms();
 	uint32_t now = lc_now;
-	nr_frees++;
+	if (!counted)
+		nr_frees++;
 	live_count--;
 	live_bytes -= l->map_bytes;
 	if (l->user == l->base && l->map_bytes <= sheaf_opt.large_cache_max &&
@@ -248,6 +250,57 @@ void large_free(struct large *l)
 		large_destroy(evict);
 		evict = next;
 	}
+}
+
+void large_free(struct large *l)
+{
+	vg_free((void *)l->user);
+	large_put(l, false);
+}
+
+/*
+ * The per-thread slot.  A loop that mallocs and frees one large size (a
+ * buffer per request, say) then costs no lock and no list operation: the
+ * block keeps its page-map entries and its place in the live counters
+ * while it waits (large_stats() subtracts the slots), and its state says
+ * LARGE_SLOT, so a second free of it is still a double free.  One block of
+ * at most large_thread bytes per thread, the most recently freed; it goes
+ * to the shared cache when a newer one replaces it, on malloc_trim() by the
+ * thread and at thread exit.  The pop and push are inline (internal.h).
+ */
+/* A block the slot pushed out: to the shared cache. */
+void large_slot_evict(struct large *l)
+{
+	large_put(l, true);
+}
+
+/* Folds the thread's slot counters into the shared ones. */
+static void slot_fold(struct thread_cache *tc)
+{
+	lock_acquire(&large_lock);
+	nr_allocs += tc->large_slot_allocs;
+	nr_frees += tc->large_slot_frees;
+	lock_release(&large_lock);
+	__atomic_store_n(&tc->large_slot_allocs, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&tc->large_slot_frees, 0, __ATOMIC_RELAXED);
+}
+
+void large_slot_release(struct thread_cache *tc)
+{
+	struct large *l = tc->large_slot;
+	large_slot_set(tc, NULL);
+	if (l)
+		large_put(l, true);
+	slot_fold(tc);
+}
+
+/* A thread the fork child did not inherit may have stopped inside a slot
+ * operation, so its block is left alone (leaked, and counted live, like
+ * its sheaves); only its counters are kept. */
+void large_slot_orphan(struct thread_cache *tc)
+{
+	large_slot_set(tc, NULL);
+	slot_fold(tc);
 }
 
 void *large_realloc(struct large *l, size_t size)
@@ -303,6 +356,9 @@ void *large_realloc(struct large *l, size_t size)
 
 bool large_trim(void)
 {
+	struct thread_cache *tc = sheaf_tc;   /* the caller's slot goes too */
+	if (tc && !tc->dead)
+		large_slot_release(tc);
 	lock_acquire(&large_lock);
 	struct large *list = lc_head;
 	__atomic_store_n(&lc_head, NULL, __ATOMIC_RELAXED);
@@ -320,15 +376,33 @@ bool large_trim(void)
 	return any;
 }
 
+struct slot_sum {
+	size_t count, bytes;
+	uint64_t allocs, frees;
+};
+
+static void slot_sum(struct thread_cache *tc, void *arg)
+{
+	struct slot_sum *sum = arg;
+	size_t b = __atomic_load_n(&tc->large_slot_bytes, __ATOMIC_RELAXED);
+	sum->count += b != 0;
+	sum->bytes += b;
+	sum->allocs += __atomic_load_n(&tc->large_slot_allocs, __ATOMIC_RELAXED);
+	sum->frees += __atomic_load_n(&tc->large_slot_frees, __ATOMIC_RELAXED);
+}
+
 void large_stats(size_t *live, size_t *lbytes, size_t *cached_bytes, uint64_t *allocs,
 		 uint64_t *frees)
 {
+	struct slot_sum sum = { 0, 0, 0, 0 };
+	threads_foreach(slot_sum, &sum);
 	lock_acquire(&large_lock);
-	*live = live_count;
-	*lbytes = live_bytes;
-	*cached_bytes = lc_bytes;
-	*allocs = nr_allocs;
-	*frees = nr_frees;
+	/* A block in a slot is free but still in the live counters. */
+	*live = live_count - (sum.count < live_count ? sum.count : live_count);
+	*lbytes = live_bytes - (sum.bytes < live_bytes ? sum.bytes : live_bytes);
+	*cached_bytes = lc_bytes + sum.bytes;
+	*allocs = nr_allocs + sum.allocs;
+	*frees = nr_frees + sum.frees;
 	lock_release(&large_lock);
 }
 

@@ -30,7 +30,10 @@ void *do_malloc_slow(size_t size)
 		errno = ENOMEM;
 		return NULL;
 	} else {
-		p = large_alloc(size, PAGE_SIZE, false);
+		struct thread_cache *tc = sheaf_tc;
+		p = tc ? large_slot_pop(tc, size, false) : NULL;
+		if (!p)
+			p = large_alloc(size, PAGE_SIZE, false);
 	}
 	if (unlikely(sheaf_prof_on))
 		prof_alloc(p, size);
@@ -64,7 +67,10 @@ void do_free_slow(void *ptr, const char *func)
 	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	if (e & PM_TAG_LARGE) {
 		struct large *l = large_check(func, e, ptr);
-		if (l)
+		struct thread_cache *tc = sheaf_tc;
+		if (l && !tc)
+			tc = thread_cache_get();   /* a thread whose first block is large */
+		if (l && !(tc && large_slot_push(tc, l)))
 			large_free(l);
 		return;
 	}
@@ -103,7 +109,12 @@ void *do_calloc(size_t nmemb, size_t size)
 	if (total > SMALL_MAX) {
 		if (unlikely(!sheaf_ready))
 			sheaf_init();
-		void *p = large_alloc(total, PAGE_SIZE, true);
+		struct thread_cache *tc = sheaf_tc;
+		void *p = tc ? large_slot_pop(tc, total, false) : NULL;
+		if (p)
+			memset(p, 0, total);
+		else
+			p = large_alloc(total, PAGE_SIZE, true);
 		if (unlikely(sheaf_prof_on))
 			prof_alloc(p, total);
 		return p;
@@ -112,6 +123,27 @@ void *do_calloc(size_t nmemb, size_t size)
 	if (p)
 		memset(p, 0, total);
 	return p;
+}
+
+/*
+ * The size a growing realloc() of a small block allocates.  A block that
+ * grows a second time in a row (the thread's last growing realloc returned
+ * it) is being appended to - a string, a vector - so it gets the largest
+ * class up to twice the request: the next growths then stay in place, and a
+ * doubling loop copies half as often.  At most 2x, so that the block stays
+ * put (size >= usable / 2) when it is realloc'ed to its size again.
+ * glibc needs none of this at the top of its heap, where a block simply
+ * extends; a size-class allocator must copy at every class change.
+ */
+static size_t realloc_size(struct thread_cache *tc, const void *ptr, size_t size)
+{
+	if (!tc || tc->grown != ptr)
+		return size;
+	size_t want = size <= SMALL_MAX / 2 ? 2 * size : SMALL_MAX;
+	unsigned int c = size_to_class(want);
+	if (class_size[c] > want)
+		c--;
+	return class_size[c];   /* >= size: there is a class in [size, 2 size] */
 }
 
 void *do_realloc(void *ptr, size_t size, const char *func)
@@ -155,10 +187,21 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 		if (s->cache->debug && usable > size)
 			usable = size;   /* do not copy the red zone slack */
 	}
-	void *q = size > SMALL_MAX && size > usable ? large_alloc_ex(size, PAGE_SIZE, false, true) :
-		  malloc_fast(size);
+	struct thread_cache *tc = sheaf_tc;
+	void *q;
+	if (size <= usable)
+		q = malloc_fast(size);   /* shrinking */
+	else if (size > SMALL_MAX) {
+		q = tc ? large_slot_pop(tc, size, true) : NULL;
+		if (!q)
+			q = large_alloc_ex(size, PAGE_SIZE, false, true);
+	}
+	else
+		q = malloc_fast(realloc_size(tc, ptr, size));
 	if (!q)
 		return NULL;   /* the old block stays valid */
+	if (tc && !tc->dead)
+		tc->grown = size > usable ? q : NULL;
 	if (size > SMALL_MAX && unlikely(sheaf_prof_on))
 		prof_alloc(q, size);
 	memcpy(q, ptr, size < usable ? size : usable);

@@ -37,6 +37,8 @@ struct sheaf_cache kmalloc_caches[NR_CLASSES];
 
 void sizeclass_init(void)
 {
+	if (class_size[CLASS_PAGE] != PAGE_SIZE)
+		diag_fatal("sheaf: CLASS_PAGE is not the page-sized class\n");
 	for (int i = 0; i < NR_CLASSES; i++) {
 		char name[32];
 		diag_snprintf(name, sizeof(name), "kmalloc-%u", class_size[i]);

@@ -17,8 +17,18 @@
 #include <string.h>
 #include <sys/mman.h>
 
-static size_t slab_header_size(uint32_t objects)
+/* The freemap words, then (ext_marks) the markers from the next cache
+ * line: every thread's free writes them, the slow paths the freemap. */
+static size_t slab_marks_offset(uint32_t objects)
 {
+	size_t h = sizeof(struct slab) + ((objects + 63) / 64) * sizeof(uint64_t);
+	return (h + CACHELINE - 1) & ~(size_t)(CACHELINE - 1);
+}
+
+static size_t slab_header_size(const struct sheaf_cache *c, uint32_t objects)
+{
+	if (c->ext_marks)
+		return slab_marks_offset(objects) + objects * sizeof(uintptr_t);
 	return sizeof(struct slab) + ((objects + 63) / 64) * sizeof(uint64_t);
 }
 
@@ -33,14 +43,16 @@ static void slab_unguard(const struct slab *s)
 struct slab *slab_create(struct sheaf_cache *c)
 {
 	uint32_t objects = c->objects_per_slab;
-	struct slab *s = meta_alloc(slab_header_size(objects));
+	struct slab *s = meta_alloc(slab_header_size(c, objects));   /* zeroed */
 	if (!s)
 		return NULL;
 	void *run = page_alloc_run(c->slab_order);
 	if (!run) {
-		meta_free(s, slab_header_size(objects));
+		meta_free(s, slab_header_size(c, objects));
 		return NULL;
 	}
+	if (c->ext_marks)
+		s->marks = (uintptr_t *)((char *)s + slab_marks_offset(objects));
 	vg_fresh(run, SLAB_MIN_BYTES << c->slab_order);
 	/* A failed mprotect (the process is out of mappings: each guard
 	 * splits one) leaves the page unused but readable. */
@@ -91,7 +103,7 @@ fail:
 		meta_free(s->tracks, debug_track_bytes(objects));
 	slab_unguard(s);
 	page_free_run(run, s->order);
-	meta_free(s, slab_header_size(objects));
+	meta_free(s, slab_header_size(c, objects));
 	return NULL;
 }
 
@@ -103,7 +115,7 @@ void slab_destroy(struct slab *s)
 	page_free_run((void *)s->run, s->order);
 	if (s->tracks)
 		meta_free(s->tracks, debug_track_bytes(s->objects));
-	meta_free(s, slab_header_size(s->objects));
+	meta_free(s, slab_header_size(c, s->objects));
 	stat(c, slab_free);
 }
 

@@ -244,6 +244,7 @@ static void __thread_cache_release(struct thread_cache *tc)
 {
 	rcu_thread_exit(tc);   /* pending rcu_free()s go to the drain thread */
 	nolock_release(tc);
+	large_slot_release(tc);
 	for (int i = 0; i < NR_CLASSES; i++)
 		pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
 	/* An entry whose cache was destroyed was drained by the destroy
@@ -276,6 +277,7 @@ static void __thread_cache_release(struct thread_cache *tc)
 static void orphan_release(struct thread_cache *tc)
 {
 	rcu_thread_exit(tc);
+	large_slot_orphan(tc);
 	for (int i = 0; i < NR_CLASSES; i++) {
 		stat_add(&kmalloc_caches[i], SHEAF_STAT_alloc_fast, tc->pcs[i].alloc_fast);
 		stat_add(&kmalloc_caches[i], SHEAF_STAT_free_fast, tc->pcs[i].free_fast);

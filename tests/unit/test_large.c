@@ -26,10 +26,17 @@
  *     sizes fail with ENOMEM;
  *   - a double free and an interior pointer of a large block given to the
  *     free path are diagnosed (abort_on_error off) and change nothing.
+ *   - the thread's large slot: a freed block up to large_thread bytes comes
+ *     back for the thread's next malloc it fits (at most twice as big),
+ *     zeroed for calloc; it counts as cached, not live; a second free of it
+ *     is a double free; a newer block pushes it into the shared cache;
+ *     large_trim() and thread exit give it back; large_thread = 0 turns it
+ *     off.
  */
 #include "fastpath.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
@@ -432,6 +439,84 @@ static void test_cache_decay_bins(void)
 	large_trim();
 }
 
+static void *slot_thread(void *arg)
+{
+	void **out = arg;
+	void *p = sheaf_malloc(300 * KIB);
+	memset(p, 0x5a, 300 * KIB);
+	sheaf_free(p);   /* into this thread's slot, given back at its exit */
+	*out = p;
+	return NULL;
+}
+
+static void test_thread_slot(void)
+{
+	large_trim();
+	sheaf_opt.abort_on_error = false;
+	struct lstats s0 = lstats();
+	void *p = sheaf_malloc(200 * KIB);
+	REQUIRE(p);
+	memset(p, 0xa5, 200 * KIB);
+	sheaf_free(p);
+	struct lstats s1 = lstats();
+	CHECKF(s1.live == s0.live && s1.frees == s0.frees + 1 && s1.cached == s0.cached + round_page(200 * KIB),
+	       "after a free into the slot: %zu live, %zu cached (was %zu, %zu)", s1.live, s1.cached, s0.live,
+	       s0.cached);
+	CHECK(large_of(p) && large_of(p)->state == LARGE_SLOT);
+	fprintf(stderr, "test_large: expect a double free diagnostic (block in the thread's slot):\n");
+	sheaf_free(p);
+	struct lstats s2 = lstats();
+	CHECK(s2.frees == s1.frees && s2.cached == s1.cached);
+	/* Too small a request for it (it would be more than twice the size):
+	 * not from the slot. */
+	void *small = sheaf_malloc(80 * KIB);
+	CHECK(small != p);
+	/* One that fits: the same block, without a new mapping. */
+	size_t mapped = page_mapped_bytes();
+	void *q = sheaf_malloc(150 * KIB);
+	CHECKF(q == p, "malloc that fits the slot's block: %p, the block was %p", q, p);
+	CHECK(page_mapped_bytes() == mapped);
+	CHECK(check_block(q, 150 * KIB, PAGE_SIZE, "from the slot"));
+	CHECK(do_usable_size(q) == round_page(200 * KIB));
+	memset(q, 0x77, 150 * KIB);
+	sheaf_free(q);
+	void *z = sheaf_calloc(1, 190 * KIB);
+	CHECK(z == p && range_zero(z, 190 * KIB));
+	/* A newer free pushes the older block into the shared cache. */
+	sheaf_free(small);
+	CHECK(large_of(small)->state == LARGE_SLOT);
+	sheaf_free(z);
+	CHECK(large_of(z)->state == LARGE_SLOT && large_of(small)->state == LARGE_CACHED);
+	/* large_trim() empties the slot too. */
+	CHECK(large_trim());
+	struct lstats s3 = lstats();
+	CHECKF(s3.cached == 0 && s3.live == s0.live && s3.allocs - s0.allocs == s3.frees - s0.frees,
+	       "after trim: %zu cached, %zu live", s3.cached, s3.live);
+
+	/* Thread exit: the slot's block goes to the shared cache, counted. */
+	void *tp = NULL;
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, slot_thread, &tp) == 0);
+	pthread_join(t, NULL);
+	struct lstats s4 = lstats();
+	CHECKF(s4.live == s0.live && s4.cached == round_page(300 * KIB) && s4.allocs - s0.allocs == s4.frees - s0.frees,
+	       "after the thread's exit: %zu live, %zu cached", s4.live, s4.cached);
+	void *r = sheaf_malloc(300 * KIB);
+	CHECK(r == tp && large_of(r)->state == LARGE_LIVE);
+	sheaf_free(r);
+
+	/* large_thread = 0: frees go straight to the cache. */
+	size_t saved = sheaf_opt.large_thread;
+	sheaf_opt.large_thread = 0;
+	large_trim();
+	void *u = sheaf_malloc(64 * KIB);
+	sheaf_free(u);
+	CHECK(large_of(u) && large_of(u)->state == LARGE_CACHED);
+	sheaf_opt.large_thread = saved;
+	large_trim();
+	sheaf_opt.abort_on_error = true;
+}
+
 int main(void)
 {
 	sheaf_init();
@@ -445,6 +530,7 @@ int main(void)
 	test_failures();
 	test_bad_frees();
 	test_cache_decay_bins();
+	test_thread_slot();
 	struct lstats s = lstats();
 	CHECKF(s.live == 0 && s.live_bytes == 0 && s.cached == 0 && s.allocs == s.frees,
 	       "at the end: %zu live (%zu B), %zu cached, %llu allocs, %llu frees", s.live,

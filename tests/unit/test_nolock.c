@@ -108,8 +108,11 @@ int main(void)
 				else
 					sheaf_free(v[i]);
 			}
-			void *big = sheaf_malloc(100000);
+			/* Two, so that the second free pushes the first
+			 * out of the thread's large slot into the cache. */
+			void *big = sheaf_malloc(100000), *big2 = sheaf_malloc(300000);
 			sheaf_free(big);
+			sheaf_free(big2);
 			if (round % 5 == 4)
 				rcu_free_barrier();   /* partial rcu sheaves go, slabs get flushed */
 			target = -1;

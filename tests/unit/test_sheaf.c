@@ -29,7 +29,12 @@
  *     16 from 16 bytes up (8 below), from a slab of the right kmalloc cache;
  *     free_fast() leaves the free marker set, malloc_fast() handing the
  *     block out again clears it, and a second free_fast() of a block is
- *     diagnosed (abort_on_error off) and does not put it in a sheaf twice.
+ *     diagnosed (abort_on_error off) and does not put it in a sheaf twice,
+ *     for a small class (marker in the block) and a page-sized one (marker
+ *     beside the slab header);
+ *   - blocks of a page or more that the program never writes stay
+ *     non-resident through malloc_fast()/free_fast() (mincore): the marker
+ *     does not touch them.
  */
 #include "fastpath.h"
 
@@ -37,6 +42,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../check.h"
 
@@ -478,29 +484,59 @@ static void test_malloc_fast(void)
 		free_fast(q, "test");
 	}
 
-	/* A double free on the fast path is caught by the marker. */
+	/* A double free on the fast path is caught by the marker, in the
+	 * block (100 B) or beside the slab header (8 KiB). */
 	sheaf_opt.abort_on_error = false;
-	struct sheaf_cache *c = &kmalloc_caches[size_to_class(100)];
-	struct sheaf_cache_stats s0 = snap(c);
-	void *p = malloc_fast(100);
-	REQUIRE(p != NULL);
-	free_fast(p, "test");
-	fprintf(stderr, "test_sheaf: expect a double free diagnostic:\n");
-	free_fast(p, "test");
-	struct sheaf_cache_stats s1 = snap(c);
-	CHECK(DELTA(s0, s1, free_invalid) == 1);
-	void *x = malloc_fast(100), *y = malloc_fast(100);
-	CHECKF(x && y && x != y && (x == p || y == p), "after a double free: %p %p (p %p)", x, y, p);
-	free_fast(x, "test");
-	free_fast(y, "test");
-	struct sheaf_cache_stats s2 = snap(c);
-	CHECK(s2.objects_active == s0.objects_active);
+	static const size_t df_sizes[] = { 100, 8192 };
+	for (size_t k = 0; k < 2; k++) {
+		size_t n = df_sizes[k];
+		struct sheaf_cache *c = &kmalloc_caches[size_to_class(n)];
+		CHECK(c->ext_marks == (n >= PAGE_SIZE));
+		struct sheaf_cache_stats s0 = snap(c);
+		void *p = malloc_fast(n);
+		REQUIRE(p != NULL);
+		free_fast(p, "test");
+		fprintf(stderr, "test_sheaf: expect a double free diagnostic (%zu B):\n", n);
+		free_fast(p, "test");
+		struct sheaf_cache_stats s1 = snap(c);
+		CHECKF(DELTA(s0, s1, free_invalid) == 1, "size %zu: double free not counted", n);
+		void *x = malloc_fast(n), *y = malloc_fast(n);
+		CHECKF(x && y && x != y && (x == p || y == p), "after a double free: %p %p (p %p)", x, y, p);
+		free_fast(x, "test");
+		free_fast(y, "test");
+		struct sheaf_cache_stats s2 = snap(c);
+		CHECK(s2.objects_active == s0.objects_active);
+	}
 	sheaf_opt.abort_on_error = true;
+}
+
+/* 16 KiB blocks from a fresh slab, never written by "the program": the
+ * allocator's marker writes must not make their pages resident. */
+static void test_untouched_pages(void)
+{
+	enum { N = 32 };
+	void *b[N];
+	for (int i = 0; i < N; i++) {
+		b[i] = malloc_fast(16384);
+		REQUIRE(b[i] != NULL);
+	}
+	for (int i = 0; i < N; i++)
+		free_fast(b[i], "test");
+	int resident = 0;
+	for (int i = 0; i < N; i++) {
+		unsigned char vec[4];
+		REQUIRE(mincore(b[i], 16384, vec) == 0);
+		for (int k = 0; k < 4; k++)
+			resident += vec[k] & 1;
+	}
+	CHECKF(resident == 0, "%d of %d pages of never-written 16 KiB blocks resident after malloc/free",
+	       resident, N * 4);
 }
 
 int main(void)
 {
 	sheaf_init();
+	test_untouched_pages();   /* first: the 16 KiB class's slabs are fresh */
 	test_counts();
 	test_default_barn_bound();
 	test_producer_consumer();
