@@ -648,8 +648,9 @@ static inline void *large_slot_pop(struct thread_cache *tc, size_t size, bool gr
 /* l: live, checked by the caller.  False: not one for the slot. */
 static inline bool large_slot_push(struct thread_cache *tc, struct large *l)
 {
-	if (l->user != l->base || l->map_bytes - l->guard > sheaf_opt.large_thread || tc->dead)
-		return false;
+	if (config_tiny || l->user != l->base || l->map_bytes - l->guard > sheaf_opt.large_thread ||
+	    tc->dead)
+		return false;   /* tiny builds keep nothing per thread */
 	struct large *old = tc->large_slot;
 	l->state = LARGE_SLOT;
 	large_slot_set(tc, l);
