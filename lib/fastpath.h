@@ -66,7 +66,13 @@ static inline __attribute__((always_inline)) void free_fast(void *ptr, const cha
 		uint32_t idx = slab_index(slab, (uintptr_t)ptr);
 		struct pcs *pcs = &tc->pcs[slab->cls];
 		struct sheaf *s = pcs->main;
-		uintptr_t *mark = slab->marks ? &slab->marks[idx] : (uintptr_t *)ptr;   /* obj_marker() */
+		/* obj_marker(): a branch, not a cmov, so that the usual
+		 * in-block marker load does not wait for the index. */
+		uintptr_t *mark = (uintptr_t *)ptr;
+		if (unlikely(slab->marks != NULL)) {
+			mark = &slab->marks[idx];
+			__asm__ volatile("" : "+r"(mark));   /* no if-conversion */
+		}
 		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
 			   (!config_harden || *mark != free_marker(ptr)) &&
 			   s->size < s->capacity)) {
