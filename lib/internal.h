@@ -187,7 +187,7 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(uint, rcu_delay_ms, 30, "how long rcu_free() batches wait to fill before their grace period") \
 	X(uint, rcu_batch, 8192, "objects pending that start a grace period at once")     \
 	X(uint, rcu_fork_barrier_ms, 2000, "rcu_free_barrier() in a fork child gives up after this (ETIMEDOUT)") \
-	X(uint, sheaf_capacity, 0, "objects per sheaf; 0 = chosen by object size (4..128)")
+	X(uint, sheaf_capacity, 0, "objects per sheaf; 0 = chosen by object size (about 32 KiB, at least 32 objects or 128 KiB; 4..128)")
 
 struct sheaf_opts {
 #define OPT_FIELD_bool bool
