@@ -16,7 +16,9 @@
  *   stats.c, options.c, diag.c
  *
  * Object states (an object of a slab is in exactly one):
- *   ALLOCATED  owned by the program; word at cache->marker_off != marker(p)
+ *   ALLOCATED  owned by the program; its marker word (obj_marker(): in the
+ *              object at cache->marker_off, or beside the slab header for
+ *              objects of a page or more) != marker(p)
  *   IN SHEAF   in some thread's main/spare sheaf or a barn sheaf; marker set
  *   IN SLAB    its bit in slab->freemap is 1; marker set (or never-used memory)
  * The free marker (free_key ^ address, written on free, cleared on alloc) is
