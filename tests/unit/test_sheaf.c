@@ -32,6 +32,10 @@
  *     diagnosed (abort_on_error off) and does not put it in a sheaf twice,
  *     for a small class (marker in the block) and a page-sized one (marker
  *     beside the slab header);
+ *   - realloc headroom: a block that grows a second time in a row gets a
+ *     class larger than its request but at most twice it, keeps its
+ *     contents, then grows and shrinks back in place; a block whose previous
+ *     growth was not the thread's last gets its exact class;
  *   - blocks of a page or more that the program never writes stay
  *     non-resident through malloc_fast()/free_fast() (mincore): the marker
  *     does not touch them.
@@ -510,6 +514,47 @@ static void test_malloc_fast(void)
 	sheaf_opt.abort_on_error = true;
 }
 
+static bool all_bytes(const unsigned char *p, size_t from, size_t to, unsigned char v)
+{
+	for (size_t i = from; i < to; i++)
+		if (p[i] != v)
+			return false;
+	return true;
+}
+
+static void test_realloc_headroom(void)
+{
+	unsigned char *p = malloc_fast(100);
+	REQUIRE(p);
+	memset(p, 1, 100);
+	p = do_realloc(p, 200, "test");   /* first growth: the exact class */
+	REQUIRE(p);
+	CHECK(do_usable_size(p) == class_size[size_to_class(200)]);
+	memset(p + 100, 2, 100);
+	unsigned char *q = do_realloc(p, 400, "test");   /* again: headroom */
+	REQUIRE(q);
+	size_t u = do_usable_size(q);
+	CHECKF(u > class_size[size_to_class(400)] && u <= 800, "second growth to 400: usable %zu", u);
+	CHECK(all_bytes(q, 0, 100, 1) && all_bytes(q, 100, 200, 2));
+	memset(q + 200, 3, 200);
+	CHECK(do_realloc(q, u, "test") == q);     /* grows into the room */
+	CHECK(do_realloc(q, 400, "test") == q);   /* and back: stays put */
+	CHECK(all_bytes(q, 0, 100, 1) && all_bytes(q, 100, 200, 2) && all_bytes(q, 200, 400, 3));
+	free_fast(q, "test");
+
+	/* a grows, b grows, a grows again: a was not the last grown block. */
+	unsigned char *a = malloc_fast(100), *b = malloc_fast(100);
+	REQUIRE(a && b);
+	a = do_realloc(a, 300, "test");
+	b = do_realloc(b, 300, "test");
+	REQUIRE(a && b);
+	a = do_realloc(a, 600, "test");
+	REQUIRE(a);
+	CHECKF(do_usable_size(a) == class_size[size_to_class(600)], "usable %zu", do_usable_size(a));
+	free_fast(a, "test");
+	free_fast(b, "test");
+}
+
 /* 16 KiB blocks from a fresh slab, never written by "the program": the
  * allocator's marker writes must not make their pages resident. */
 static void test_untouched_pages(void)
@@ -543,5 +588,6 @@ int main(void)
 	test_thread_exit();
 	test_enomem();
 	test_malloc_fast();
+	test_realloc_headroom();
 	return check_done("test_sheaf");
 }
