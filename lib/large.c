@@ -266,9 +266,9 @@ void large_free(struct large *l)
  * LARGE_SLOT, so a second free of it is still a double free.  One block of
  * at most large_thread bytes per thread, the most recently freed; it goes
  * to the shared cache when a newer one replaces it, on malloc_trim() by the
- * thread and at thread exit.  The pop and push are inline (internal.h).
+ * thread and at thread exit.  The pop and push are inline (internal.h);
+ * here: a block the slot pushed out goes to the shared cache.
  */
-/* A block the slot pushed out: to the shared cache. */
 void large_slot_evict(struct large *l)
 {
 	large_put(l, true);
