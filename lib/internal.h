@@ -550,7 +550,8 @@ static inline size_t large_usable(const struct large *l)
 	return l->map_bytes - l->guard - (l->user - l->base);
 }
 void *large_alloc(size_t size, size_t align, bool zero);
-void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow);
+enum { LA_GROW = 1, LA_CACHED_ONLY = 2 };   /* large_alloc_ex() `how` */
+void *large_alloc_ex(size_t size, size_t align, bool zero, unsigned int how);
 void large_free(struct large *l);
 struct thread_cache;
 /* The per-thread slot (large.c; pop and push below struct thread_cache).

@@ -118,15 +118,17 @@ static void live_add(struct large *l)
 
 void *large_alloc(size_t size, size_t align, bool zero)
 {
-	return large_alloc_ex(size, align, zero, false);
+	return large_alloc_ex(size, align, zero, 0);
 }
 
-/* `grow`: the caller is a realloc making a block larger; any cached
+/* LA_GROW: the caller is a realloc making a block larger; any cached
  * mapping that fits is taken (the smallest), since the block is likely to
  * keep growing into it in place, which a doubling realloc loop then does
- * without a system call. */
-void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow)
+ * without a system call.  LA_CACHED_ONLY: only a cached mapping, no new one
+ * (NULL, errno untouched, if none fits). */
+void *large_alloc_ex(size_t size, size_t align, bool zero, unsigned int how)
 {
+	bool grow = how & LA_GROW;
 	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	if (bytes < size) {
 		errno = ENOMEM;
@@ -175,6 +177,8 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, bool grow)
 			return (void *)best->user;
 		}
 	}
+	if (how & LA_CACHED_ONLY)
+		return NULL;
 
 	struct large *l = meta_alloc(sizeof(*l));
 	if (!l) {

@@ -135,10 +135,9 @@ void *do_calloc(size_t nmemb, size_t size)
  * glibc needs none of this at the top of its heap, where a block simply
  * extends; a size-class allocator must copy at every class change.
  */
-static size_t realloc_size(struct thread_cache *tc, const void *ptr, size_t size)
+#define REALLOC_PAGES_MIN 4096
+static size_t realloc_size(size_t size)
 {
-	if (!tc || tc->grown != ptr)
-		return size;
 	size_t want = size <= SMALL_MAX / 2 ? 2 * size : SMALL_MAX;
 	unsigned int c = size_to_class(want);
 	if (class_size[c] > want)
@@ -148,7 +147,11 @@ static size_t realloc_size(struct thread_cache *tc, const void *ptr, size_t size
 	return class_size[c];   /* >= size: there is a class in [size, 2 size] */
 }
 
-void *do_realloc(void *ptr, size_t size, const char *func)
+/*
+ * realloc() that moves (or frees, or allocates): everything do_realloc()'s
+ * in-place test leaves, with the checks that diagnose a bad pointer.
+ */
+static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
 {
 	if (!ptr)
 		return malloc_fast(size);
@@ -169,7 +172,9 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 			errno = EINVAL;
 			return NULL;
 		}
-		if (size > SMALL_MAX) {
+		/* Mappings resize in place or by mremap; only a shrink by
+		 * more than half to a small size moves to a slab. */
+		if (size > SMALL_MAX || size >= l->req / 2) {
 			void *q = large_realloc(l, size);
 			if (q)
 				return q;
@@ -190,25 +195,74 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 			usable = size;   /* do not copy the red zone slack */
 	}
 	struct thread_cache *tc = sheaf_tc;
-	void *q;
+	bool grown = tc && tc->grown == ptr;
+	bool big = size > SMALL_MAX;
+	void *q = NULL;
 	if (size <= usable)
 		q = malloc_fast(size);   /* shrinking */
-	else if (size > SMALL_MAX) {
+	else if (big) {
 		q = tc ? large_slot_pop(tc, size, true) : NULL;
 		if (!q)
-			q = large_alloc_ex(size, PAGE_SIZE, false, true);
+			q = large_alloc_ex(size, PAGE_SIZE, false, LA_GROW);
+	} else {
+		/* A block appended to again that reaches a page goes to a
+		 * mapping of its own if one is at hand (the thread's slot or
+		 * the cache: no system call): from there it grows in place or
+		 * by mremap, where a slab copies it at every class change up
+		 * to SMALL_MAX and once more into a mapping.  Its page
+		 * rounding wastes less than realloc_size()'s 2x headroom. */
+		if (grown && size >= REALLOC_PAGES_MIN) {
+			q = tc ? large_slot_pop(tc, size, true) : NULL;
+			if (!q)
+				q = large_alloc_ex(size, PAGE_SIZE, false, LA_GROW | LA_CACHED_ONLY);
+			big = q != NULL;
+		}
+		if (!q)
+			q = malloc_fast(grown ? realloc_size(size) : size);
 	}
-	else
-		q = malloc_fast(realloc_size(tc, ptr, size));
 	if (!q)
 		return NULL;   /* the old block stays valid */
 	if (tc && !tc->dead)
 		tc->grown = size > usable ? q : NULL;
-	if (size > SMALL_MAX && unlikely(sheaf_prof_on))
+	if (big && unlikely(sheaf_prof_on))
 		prof_alloc(q, size);
 	memcpy(q, ptr, size < usable ? size : usable);
 	free_fast(ptr, func);
 	return q;
+}
+
+/*
+ * The cases a string or vector appended to mostly hits: the block stays
+ * where it is.  Checked as strictly as free() checks (the start of a live
+ * block), with no call and no stack frame; everything else, including
+ * every diagnostic, is realloc_slow()'s.
+ */
+void *do_realloc(void *ptr, size_t size, const char *func)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
+	if (e & PM_TAG_LARGE) {
+		struct large *l = (struct large *)(e & ~PM_TAG_LARGE);
+		size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+		/* Growing within the mapping (large_realloc()'s first case;
+		 * aligned blocks and memcheck's move by copy). */
+		if (likely(l->state == LARGE_LIVE && (uintptr_t)ptr == l->base && l->user == l->base &&
+			   size >= l->req && bytes >= size && bytes <= l->map_bytes - l->guard &&
+			   !sheaf_on_valgrind)) {
+			l->req = size;
+			return ptr;
+		}
+	} else if (e) {
+		const struct slab *s = (const struct slab *)e;
+		uintptr_t off = (uintptr_t)ptr - s->base;
+		uint32_t idx = slab_index(s, (uintptr_t)ptr);
+		/* A size class's live object whose class still fits:
+		 * free_fast()'s checks, and the same rule as realloc_slow(). */
+		if (likely(s->cls < NR_CLASSES && idx < s->objects && (uintptr_t)idx * s->size == off &&
+			   size <= s->size && size >= s->size / 2 && !s->cache->debug &&
+			   !obj_marked_free(s->cache, ptr)))
+			return ptr;
+	}
+	return realloc_slow(ptr, size, func);
 }
 
 void *do_reallocarray(void *ptr, size_t nmemb, size_t size)

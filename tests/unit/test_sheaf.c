@@ -36,6 +36,12 @@
  *     class larger than its request but at most twice it, keeps its
  *     contents, then grows and shrinks back in place; a block whose previous
  *     growth was not the thread's last gets its exact class;
+ *   - a block growing a second time in a row to a page or more moves to
+ *     a mapping when one is at hand (the thread's freed large block), and
+ *     then grows in place (or by mremap) with its contents; with none at
+ *     hand it stays in a slab class;
+ *   - realloc() of a freed block or an interior pointer, to a size that
+ *     would stay in place, is refused (EINVAL) after a diagnostic;
  *   - blocks of a page or more that the program never writes stay
  *     non-resident through malloc_fast()/free_fast() (mincore): the marker
  *     does not touch them.
@@ -555,6 +561,78 @@ static void test_realloc_headroom(void)
 	free_fast(b, "test");
 }
 
+static bool is_mapping(const void *p)
+{
+	return (pagemap_lookup((uintptr_t)p) & PM_TAG_LARGE) != 0;
+}
+
+/* A block appended to again that reaches a page moves to a mapping when one
+ * is at hand (the thread's slot or the cache), else to a slab class. */
+static void test_realloc_to_pages(void)
+{
+	large_trim();   /* nothing at hand */
+	unsigned char *p = malloc_fast(1000);
+	REQUIRE(p);
+	memset(p, 1, 1000);
+	p = do_realloc(p, 3000, "test");
+	REQUIRE(p);
+	p = do_realloc(p, 5000, "test");
+	REQUIRE(p);
+	CHECKF(!is_mapping(p), "grown to 5000 B with no mapping at hand: %p is a mapping", p);
+	CHECK(all_bytes(p, 0, 1000, 1));
+	free_fast(p, "test");
+
+	void *spare = malloc_fast(65536);   /* freed: the thread's slot */
+	REQUIRE(spare);
+	free_fast(spare, "test");
+	p = malloc_fast(1000);
+	REQUIRE(p);
+	memset(p, 2, 1000);
+	p = do_realloc(p, 2000, "test");
+	REQUIRE(p);
+	memset(p + 1000, 3, 1000);
+	unsigned char *q = do_realloc(p, 5000, "test");
+	REQUIRE(q);
+	CHECKF(q == spare && is_mapping(q), "grown to 5000 B beside a free 64 KiB mapping: %p (mapping %p)",
+	       (void *)q, spare);
+	CHECK(all_bytes(q, 0, 1000, 2) && all_bytes(q, 1000, 2000, 3));
+	memset(q + 2000, 4, 3000);
+	CHECK(do_realloc(q, 60000, "test") == q);   /* in place, within the mapping */
+	memset(q + 5000, 5, 55000);
+	CHECK(do_realloc(q, 40000, "test") == q);   /* a shrink by less than half */
+	p = do_realloc(q, 200000, "test");          /* beyond it: mremap */
+	REQUIRE(p);
+	CHECK(all_bytes(p, 0, 1000, 2) && all_bytes(p, 1000, 2000, 3) && all_bytes(p, 2000, 5000, 4) &&
+	      all_bytes(p, 5000, 40000, 5));
+	p = do_realloc(p, 100, "test");             /* a small size again: a slab */
+	REQUIRE(p);
+	CHECK(!is_mapping(p) && all_bytes(p, 0, 100, 2));
+	free_fast(p, "test");
+}
+
+/* realloc() of a freed block or an interior pointer within its class's
+ * size (the in-place path) is diagnosed and fails, as free() would be. */
+static void test_realloc_bad_in_place(void)
+{
+	sheaf_opt.abort_on_error = false;
+	static const size_t sizes[] = { 100, 8192, 100000 };
+	for (size_t k = 0; k < 3; k++) {
+		size_t n = sizes[k];
+		unsigned char *p = malloc_fast(n);
+		REQUIRE(p);
+		fprintf(stderr, "test_sheaf: expect an interior pointer diagnostic (%zu B):\n", n);
+		errno = 0;
+		CHECKF(do_realloc(p + 16, n - 16, "test") == NULL && errno == EINVAL,
+		       "realloc of an interior pointer (%zu B) not refused", n);
+		free_fast(p, "test");   /* a large one: the thread's slot keeps it */
+		fprintf(stderr, "test_sheaf: expect a double free diagnostic (%zu B):\n", n);
+		errno = 0;
+		CHECKF(do_realloc(p, n, "test") == NULL && errno == EINVAL,
+		       "realloc of a freed block (%zu B) not refused", n);
+	}
+	sheaf_opt.abort_on_error = true;
+}
+
 /* 16 KiB blocks from a fresh slab, never written by "the program": the
  * allocator's marker writes must not make their pages resident. */
 static void test_untouched_pages(void)
@@ -589,5 +667,7 @@ int main(void)
 	test_enomem();
 	test_malloc_fast();
 	test_realloc_headroom();
+	test_realloc_to_pages();
+	test_realloc_bad_in_place();
 	return check_done("test_sheaf");
 }
