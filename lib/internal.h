@@ -515,6 +515,7 @@ struct slab *cache_check_free(const char *func, uintptr_t entry, void *ptr);
 extern struct sheaf_cache kmalloc_caches[NR_CLASSES];
 extern const uint32_t class_size[NR_CLASSES];
 extern const uint8_t class_small_index[(1024 >> 3) + 1];
+extern uint8_t class_aligned[NR_CLASSES][PAGE_SHIFT + 1];
 
 static inline unsigned int size_to_class(size_t size)
 {

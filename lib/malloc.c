@@ -290,11 +290,8 @@ void *do_memalign(size_t align, size_t size)
 		size_t s = size < align ? align : size;
 		if (s <= SMALL_MAX) {
 			/* Slabs are page-aligned, so a class whose size is a
-			 * multiple of `align` gives aligned objects; the powers
-			 * of two are classes, so the search ends quickly. */
-			unsigned int cls = size_to_class(s);
-			while (class_size[cls] % align)
-				cls++;
+			 * multiple of `align` gives aligned objects. */
+			unsigned int cls = class_aligned[size_to_class(s)][__builtin_ctzl(align)];
 			/* Red zones would misalign a debugged class's objects
 			 * beyond 16 bytes: such blocks come from mappings.  (A
 			 * debugged class has no sheaves: class_pop() finds its

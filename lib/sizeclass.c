@@ -35,10 +35,23 @@ const uint8_t class_small_index[(1024 >> 3) + 1] = {
 
 struct sheaf_cache kmalloc_caches[NR_CLASSES];
 
+/* memalign(): the first class at or above `cls` whose size is a multiple of
+ * 1 << a, indexed [cls][a] for alignments up to the page (slabs are
+ * page-aligned, so such a class's objects are aligned).  A table, because
+ * the search would divide by the alignment for every call. */
+uint8_t class_aligned[NR_CLASSES][PAGE_SHIFT + 1];
+
 void sizeclass_init(void)
 {
 	if (class_size[CLASS_PAGE] != PAGE_SIZE)
 		diag_fatal("sheaf: CLASS_PAGE is not the page-sized class\n");
+	for (unsigned int c = 0; c < NR_CLASSES; c++)
+		for (unsigned int a = 0; a <= PAGE_SHIFT; a++) {
+			unsigned int k = c;
+			while (class_size[k] & ((1u << a) - 1))
+				k++;   /* ends: 32 KiB is a multiple of them all */
+			class_aligned[c][a] = (uint8_t)k;
+		}
 	for (int i = 0; i < NR_CLASSES; i++) {
 		char name[32];
 		diag_snprintf(name, sizeof(name), "kmalloc-%u", class_size[i]);

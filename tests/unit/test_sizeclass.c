@@ -6,6 +6,9 @@
  *     SMALL_MAX; every class from 16 B on is a multiple of 16 (so malloc
  *     results of 16 B or more are 16-byte aligned) and every power of two
  *     from 8 B to 32 KiB is a class (memalign relies on it);
+ *   - memalign for every alignment up to the page and sizes over all
+ *     classes gives an aligned block from the smallest class that is a
+ *     multiple of the alignment and holds the size (class_aligned[]);
  *   - size_to_class(n), for every n in 0..32768, is the smallest class that
  *     holds n (checked against a linear search over class_size[]), which
  *     also checks every entry of class_small_index[] and the shift
@@ -20,7 +23,7 @@
  *     is within 4..128 (the range the sheaf_capacity option documents) and
  *     does not grow with the object size (unless configured otherwise).
  */
-#include "internal.h"
+#include "fastpath.h"
 
 #include <string.h>
 
@@ -159,6 +162,30 @@ static void walk_one(struct sheaf_cache *c, void *arg)
 	w->n++;
 }
 
+/* do_memalign() for every power-of-two alignment up to the page and sizes
+ * across every class: aligned, big enough, and from the smallest class that
+ * is both (a linear search over class_size[], against class_aligned[]). */
+static void test_memalign_classes(void)
+{
+	for (unsigned int a = 0; a <= PAGE_SHIFT; a++) {
+		size_t align = (size_t)1 << a;
+		for (size_t n = 1; n <= SMALL_MAX; n += n < 256 ? 1 : 61) {
+			size_t s = n < align ? align : n;
+			unsigned int want = 0;
+			while (class_size[want] < s || class_size[want] % align)
+				want++;
+			unsigned int got = class_aligned[size_to_class(s)][a];
+			CHECKF(got == want, "align %zu size %zu: class %u, want %u", align, n, got, want);
+			void *p = do_memalign(align, n);
+			REQUIRE(p);
+			CHECKF(((uintptr_t)p & (align - 1)) == 0 && do_usable_size(p) >= n &&
+			       (align <= 16 || do_usable_size(p) == class_size[want]),
+			       "memalign(%zu, %zu) = %p, usable %zu", align, n, p, do_usable_size(p));
+			free_fast(p, "test");
+		}
+	}
+}
+
 int main(void)
 {
 	sheaf_init();
@@ -169,5 +196,6 @@ int main(void)
 	caches_foreach(walk_one, &w);
 	CHECKF(w.n >= NR_CLASSES && w.in_order, "caches_foreach: %u caches, classes in order: %d",
 	       w.n, w.in_order);
+	test_memalign_classes();   /* last: the checks above want no slabs yet */
 	return check_done("test_sizeclass");
 }
