@@ -185,7 +185,8 @@ SHEAF_API int sheaf_debug_check(void);
 	X(free_rcu_sheaf_fail, "rcu_free() that could not use an rcu_free sheaf")       \
 	X(rcu_sheaf_barn,  "rcu_free sheaves given to the barn after a grace period")  \
 	X(rcu_sheaf_flush, "rcu_free sheaves flushed to slabs after a grace period")  \
-	X(guard_fail,      "secure mode: guard pages that could not be set")
+	X(guard_fail,      "secure mode: guard pages that could not be set")          \
+	X(barn_decay,      "full sheaves flushed from a barn over its keep for barn_decay_ms")
 
 enum sheaf_stat_item {
 #define SHEAF_STAT_ENUM(name, doc) SHEAF_STAT_##name,

@@ -10,6 +10,15 @@
  * them full sheaves are flushed to slabs and empty ones are freed, so the
  * barn cannot hoard memory.
  *
+ * The automatic bound of full sheaves has two levels: what the barn keeps
+ * for good (about 1 MiB of objects, barn_keep_full) and what a burst may
+ * park (8x that, barn_max_full).  Once the barn has stayed over its keep
+ * for barn_decay_ms, the next put flushes the excess to the slabs, where
+ * emptied slabs decay to the OS in turn (jemalloc's dirty decay, checked on
+ * activity as the slabs' is).  A program that cycles through a working set
+ * larger than the keep - allocate 6 MiB of 4 KiB blocks, free them, again -
+ * drops under the keep at every cycle and never pays the flush and refill.
+ *
  * Sheaves in a barn are either completely full or completely empty.
  */
 #include "internal.h"
@@ -19,6 +28,7 @@ void barn_init(struct barn *b)
 	lock_reinit(&b->lock);
 	b->full = b->empty = NULL;
 	b->nr_full = b->nr_empty = 0;
+	b->over_since = b->over_puts = 0;
 }
 
 static struct sheaf *pop(struct sheaf **list, unsigned int *nr)
@@ -39,11 +49,56 @@ static void push(struct sheaf **list, unsigned int *nr, struct sheaf *s)
 	(*nr)++;
 }
 
+/* Under b->lock, after a full sheaf was taken. */
+static void full_taken(struct sheaf_cache *c, struct barn *b)
+{
+	if (b->nr_full <= c->barn_keep_full)
+		b->over_since = 0;
+}
+
+/* Under b->lock, after a full sheaf was put: the sheaves over the keep once
+ * they have been there barn_decay_ms (a list for full_flush(), after the
+ * lock), else NULL.  The clock is read when the barn goes over and every
+ * 8th put after that, not on every put. */
+static struct sheaf *full_put(struct sheaf_cache *c, struct barn *b)
+{
+	if (b->nr_full <= c->barn_keep_full)
+		return NULL;
+	if (!b->over_since) {
+		b->over_since = coarse_ms() | 1;   /* 0 means "not over" */
+		b->over_puts = 0;
+		return NULL;
+	}
+	if (++b->over_puts % 8 || coarse_ms() - b->over_since < sheaf_opt.barn_decay_ms)
+		return NULL;
+	struct sheaf *out = NULL;
+	while (b->nr_full > c->barn_keep_full) {
+		struct sheaf *s = pop(&b->full, &b->nr_full);
+		s->next = out;
+		out = s;
+	}
+	b->over_since = 0;
+	return out;
+}
+
+/* Flushes a list from full_put() to the slabs and frees the sheaves. */
+static void full_flush(struct sheaf_cache *c, struct sheaf *list)
+{
+	while (list) {
+		struct sheaf *n = list->next;
+		sheaf_flush(c, list);
+		sheaf_delete(list);
+		stat(c, barn_decay);
+		list = n;
+	}
+}
+
 struct sheaf *barn_get_full(struct sheaf_cache *c)
 {
 	struct barn *b = &c->barn;
 	lock_acquire(&b->lock);
 	struct sheaf *s = pop(&b->full, &b->nr_full);
+	full_taken(c, b);
 	lock_release(&b->lock);
 	stat_add(c, s ? SHEAF_STAT_barn_get : SHEAF_STAT_barn_get_fail, 1);
 	return s;
@@ -63,13 +118,16 @@ bool barn_put_full(struct sheaf_cache *c, struct sheaf *s)
 	struct barn *b = &c->barn;
 	sheaf_assert(s->size == s->capacity);
 	bool ok = false;
+	struct sheaf *excess = NULL;
 	lock_acquire(&b->lock);
 	if (b->nr_full < c->barn_max_full) {
 		push(&b->full, &b->nr_full, s);
+		excess = full_put(c, b);
 		ok = true;
 	}
 	lock_release(&b->lock);
 	stat_add(c, ok ? SHEAF_STAT_barn_put : SHEAF_STAT_barn_put_fail, 1);
+	full_flush(c, excess);
 	return ok;
 }
 
@@ -95,6 +153,7 @@ struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empt
 	lock_acquire(&b->lock);
 	test_hook(HOOK_BARN_LOCKED);
 	struct sheaf *full = pop(&b->full, &b->nr_full);
+	full_taken(c, b);
 	if (full && b->nr_empty < sheaf_opt.barn_empty) {
 		push(&b->empty, &b->nr_empty, empty);
 		empty = NULL;
@@ -118,8 +177,10 @@ struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
 	empty = pop(&b->empty, &b->nr_empty);
 	if (empty) {
 		push(&b->full, &b->nr_full, full);
+		struct sheaf *excess = full_put(c, b);
 		lock_release(&b->lock);
 		stat(c, barn_put);
+		full_flush(c, excess);
 		return empty;
 	}
 	lock_release(&b->lock);
@@ -137,8 +198,10 @@ struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
 		return NULL;
 	}
 	push(&b->full, &b->nr_full, full);
+	struct sheaf *excess = full_put(c, b);
 	lock_release(&b->lock);
 	stat(c, barn_put);
+	full_flush(c, excess);
 	return empty;
 
 at_bound:
@@ -154,6 +217,7 @@ void barn_drain(struct sheaf_cache *c)
 	struct sheaf *full = b->full, *empty = b->empty;
 	b->full = b->empty = NULL;
 	b->nr_full = b->nr_empty = 0;
+	b->over_since = 0;
 	lock_release(&b->lock);
 	while (full) {
 		struct sheaf *n = full->next;
@@ -175,6 +239,7 @@ struct sheaf *barn_try_replace_empty(struct sheaf_cache *c, struct sheaf *empty)
 	if (!lock_try(&b->lock))
 		return NULL;
 	struct sheaf *full = pop(&b->full, &b->nr_full);
+	full_taken(c, b);
 	if (full)
 		push(&b->empty, &b->nr_empty, empty);
 	lock_release(&b->lock);

@@ -179,16 +179,23 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 		if (cap > 1024)
 			cap = 1024;
 		c->sheaf_capacity = cap;
-		unsigned int full = sheaf_opt.barn_full;
+		unsigned int full = sheaf_opt.barn_full, keep = full;
 		if (!full) {
 			/* Bound by bytes, so that a batch of small objects
 			 * travels between threads as sheaves without
 			 * touching slabs, while a barn of large objects
-			 * cannot hoard more than about a MiB. */
-			full = (unsigned int)((1u << 20) / ((size_t)cap * stride));
-			full = full < 8 ? 8 : full > 256 ? 256 : full;
+			 * keeps no more than about a MiB for good.  A burst
+			 * may park 8x that for barn_decay_ms (barn.c): a
+			 * program cycling through 6 MiB of 4 KiB blocks
+			 * (glibc's bench-malloc-simple, 1600 blocks) then
+			 * never flushes and refills slabs, 24 -> 15 us a
+			 * round. */
+			keep = (unsigned int)((1u << 20) / ((size_t)cap * stride));
+			keep = keep < 8 ? 8 : keep > 256 ? 256 : keep;
+			full = keep * 8 < 256 ? keep * 8 : 256;
 		}
 		c->barn_max_full = full;
+		c->barn_keep_full = keep;
 	}
 	size_t n = strlen(name);
 	if (n >= sizeof(c->name))

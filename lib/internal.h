@@ -181,7 +181,8 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(size, large_cache_max, 32u << 20, "largest single mapping kept in the large cache") \
 	X(size, large_thread, 1u << 20, "largest freed large block each thread keeps for its own next large malloc (0 = none)") \
 	X(uint, large_decay_ms, 1000, "cached large mappings unused this long are unmapped (checked on large frees)") \
-	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256)") \
+	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256), and up to 8x that for barn_decay_ms") \
+	X(uint, barn_decay_ms, 1000, "full sheaves over the 1 MiB of an automatic barn_full flush to slabs after this long (checked on frees)") \
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
 	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
 	X(size, slab_retain, 32u << 20, "bytes of empty slabs kept resident beyond the reserves, all caches together") \
@@ -375,6 +376,8 @@ struct barn {
 	sheaf_lock_t lock;
 	struct sheaf *full, *empty;
 	unsigned int nr_full, nr_empty;
+	uint32_t over_since;       /* ms nr_full went over barn_keep_full; 0: not */
+	uint32_t over_puts;        /* puts while over: the clock is read every 8th */
 };
 void barn_init(struct barn *b);
 struct sheaf *barn_get_full(struct sheaf_cache *c);
@@ -406,6 +409,7 @@ struct sheaf_cache {
 	uint32_t sheaf_capacity;   /* 0: no sheaves                       */
 	uint32_t objects_per_slab;
 	uint32_t barn_max_full;    /* bound of barn.full                  */
+	uint32_t barn_keep_full;   /* what it keeps beyond barn_decay_ms  */
 	uint16_t cls;              /* size class or CLASS_NONE            */
 	uint8_t slab_order;
 	uint8_t debug;             /* SHEAF_DEBUG flags (debug.c)         */

@@ -11,8 +11,9 @@
  *     sheaf_flush, sheaf_swap, barn_get/barn_put and their _fail,
  *     sheaf_alloc), and objects_active returns to 0;
  *   - the barn never holds more full sheaves than the barn_full option, nor
- *     more empty ones than barn_empty; with barn_full=0 it holds about a
- *     MiB of objects (8..256 sheaves);
+ *     more empty ones than barn_empty; with barn_full=0 it keeps about a
+ *     MiB of objects (8..256 sheaves) and parks up to 8x that, flushing the
+ *     excess (barn_decay) once it has been over its keep for barn_decay_ms;
  *   - a producer thread allocating and a consumer thread freeing the same
  *     objects pass whole sheaves through the barn (barn_put and barn_get
  *     both happen), every object arrives intact and is handed out once at a
@@ -53,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "../check.h"
 
@@ -175,10 +177,11 @@ static void test_counts(void)
 	sheaf_opt.barn_empty = saved_empty;
 }
 
-/* With barn_full=0 the bound is about 1 MiB of objects, 8..256 sheaves. */
+/* With barn_full=0 a barn keeps about 1 MiB of objects (8..256 sheaves) and
+ * parks up to 8x that (256 at most) until barn_decay_ms has passed. */
 static void test_default_barn_bound(void)
 {
-	unsigned int saved = sheaf_opt.barn_full;
+	unsigned int saved = sheaf_opt.barn_full, saved_decay = sheaf_opt.barn_decay_ms;
 	sheaf_opt.barn_full = 0;
 	static const size_t sizes[] = { 32, 512, 8192 };
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
@@ -190,8 +193,9 @@ static void test_default_barn_bound(void)
 			continue;
 		}
 		size_t sheaf_bytes = cap * c->size;
-		size_t bound = (1u << 20) / sheaf_bytes;
-		bound = bound < 8 ? 8 : bound > 256 ? 256 : bound;
+		size_t keep = (1u << 20) / sheaf_bytes;
+		keep = keep < 8 ? 8 : keep > 256 ? 256 : keep;
+		size_t bound = keep * 8 < 256 ? keep * 8 : 256;
 		/* Enough objects to fill the barn and two sheaves more. */
 		size_t n = (bound + 4) * cap;
 		void **objs = malloc(n * sizeof(void *));
@@ -208,6 +212,26 @@ static void test_default_barn_bound(void)
 		       sizes[k], sheaf_bytes, st.barn_full, bound,
 		       (unsigned long long)EV(st, barn_put_fail));
 		CHECK(st.objects_active == 0);
+
+		/* Over its keep for barn_decay_ms: the next puts flush the
+		 * excess to the slabs. */
+		if (bound > keep + 16) {
+			sheaf_opt.barn_decay_ms = 20;
+			nanosleep(&(struct timespec){ 0, 60 * 1000 * 1000 }, NULL);
+			size_t m = 16 * cap;   /* takes 16 sheaves, puts them back */
+			for (size_t i = 0; i < m; i++) {
+				objs[i] = sheaf_cache_alloc(c);
+				REQUIRE(objs[i] != NULL);
+			}
+			for (size_t i = 0; i < m; i++)
+				sheaf_cache_free(c, objs[i]);
+			struct sheaf_cache_stats s2 = snap(c);
+			CHECKF(EV(s2, barn_decay) > 0 && s2.barn_full <= keep + 16,
+			       "size %zu: after the decay time the barn holds %zu full sheaves (keep %zu), %llu decayed",
+			       sizes[k], s2.barn_full, keep, (unsigned long long)EV(s2, barn_decay));
+			CHECK(s2.objects_active == 0);
+			sheaf_opt.barn_decay_ms = saved_decay;
+		}
 		CHECK(sheaf_cache_destroy(c) == 0);
 		free(objs);
 	}
