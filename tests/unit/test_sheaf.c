@@ -177,6 +177,16 @@ static void test_counts(void)
 	sheaf_opt.barn_empty = saved_empty;
 }
 
+static void alloc_then_free(struct sheaf_cache *c, void **objs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		objs[i] = sheaf_cache_alloc(c);
+		REQUIRE(objs[i] != NULL);
+	}
+	for (size_t i = 0; i < n; i++)
+		sheaf_cache_free(c, objs[i]);
+}
+
 /* With barn_full=0 a barn keeps about 1 MiB of objects (8..256 sheaves) and
  * parks up to 8x that (256 at most) until barn_decay_ms has passed. */
 static void test_default_barn_bound(void)
@@ -200,12 +210,7 @@ static void test_default_barn_bound(void)
 		size_t n = (bound + 4) * cap;
 		void **objs = malloc(n * sizeof(void *));
 		REQUIRE(objs != NULL);
-		for (size_t i = 0; i < n; i++) {
-			objs[i] = sheaf_cache_alloc(c);
-			REQUIRE(objs[i] != NULL);
-		}
-		for (size_t i = 0; i < n; i++)
-			sheaf_cache_free(c, objs[i]);
+		alloc_then_free(c, objs, n);
 		struct sheaf_cache_stats st = snap(c);
 		CHECKF(st.barn_full == bound && EV(st, barn_put_fail) > 0,
 		       "size %zu (sheaf of %zu B): barn holds %zu full sheaves, want %zu, %llu put_fail",
@@ -218,13 +223,7 @@ static void test_default_barn_bound(void)
 		if (bound > keep + 16) {
 			sheaf_opt.barn_decay_ms = 20;
 			nanosleep(&(struct timespec){ 0, 60 * 1000 * 1000 }, NULL);
-			size_t m = 16 * cap;   /* takes 16 sheaves, puts them back */
-			for (size_t i = 0; i < m; i++) {
-				objs[i] = sheaf_cache_alloc(c);
-				REQUIRE(objs[i] != NULL);
-			}
-			for (size_t i = 0; i < m; i++)
-				sheaf_cache_free(c, objs[i]);
+			alloc_then_free(c, objs, 16 * cap);   /* 16 sheaves out and back */
 			struct sheaf_cache_stats s2 = snap(c);
 			CHECKF(EV(s2, barn_decay) > 0 && s2.barn_full <= keep + 16,
 			       "size %zu: after the decay time the barn holds %zu full sheaves (keep %zu), %llu decayed",
