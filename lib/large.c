@@ -16,7 +16,10 @@
  * all of them, most recent first, gives the oldest to evict when the cache
  * is over its bytes and when a mapping has been unused large_decay_ms
  * (glibc keeps such memory in its heap; jemalloc decays it the same way).
- * realloc grows and shrinks in place or moves with mremap: no copy.
+ * realloc grows and shrinks in place or moves with mremap: no copy; but a
+ * shrink's cut-off pages become a cached mapping (large_cache_tail()) and a
+ * block up to a MiB that outgrows its mapping moves into one at hand
+ * (malloc.c), since touched pages cost less than fresh ones, each a fault.
  *
  * Page map entries are always cleared *before* a range is unmapped (or
  * mremap'd away), so a range another mapping reuses is never seen as ours.
@@ -215,30 +218,25 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, unsigned int how)
 	return p;   /* fresh anonymous memory is zero */
 }
 
-/* Into the shared cache (or unmapped).  `counted`: the free was already
- * counted (in a thread's large_slot_frees). */
-static void large_put(struct large *l, bool counted)
+/* Under large_lock: l into the cache if it may go there; returns what is
+ * to be unmapped after the lock (l itself if not cached, and the oldest
+ * entries while the cache is over its bytes or, when the clock moved,
+ * unused too long), linked through ->next. */
+static struct large *lc_add_locked(struct large *l)
 {
-	struct large *evict = NULL;
-	lock_acquire(&large_lock);
-	test_hook(HOOK_LARGE_LOCKED);
 	bool tick = lc_ticks++ % LC_TICK == 0;
 	if (tick)
 		lc_now = coarse_ms();
 	uint32_t now = lc_now;
-	if (!counted)
-		nr_frees++;
-	live_count--;
-	live_bytes -= l->map_bytes;
+	struct large *evict = NULL;
 	if (l->user == l->base && l->map_bytes <= sheaf_opt.large_cache_max &&
 	    l->map_bytes <= sheaf_opt.large_cache) {
 		lc_link(l, now);
-		l = NULL;
 	} else {
 		l->state = 0;
+		l->next = NULL;
+		evict = l;
 	}
-	/* Over the bytes, or (when the clock moved) unused too long: the
-	 * oldest go. */
 	while (lc_tail && (lc_bytes > sheaf_opt.large_cache ||
 			   (tick && now - lc_tail->cached_ms >= sheaf_opt.large_decay_ms))) {
 		struct large *old = lc_tail;
@@ -246,14 +244,60 @@ static void large_put(struct large *l, bool counted)
 		old->next = evict;
 		evict = old;
 	}
-	lock_release(&large_lock);
-	if (l)
-		large_destroy(l);
+	return evict;
+}
+
+static void destroy_list(struct large *evict)
+{
 	while (evict) {
 		struct large *next = evict->next;
 		large_destroy(evict);
 		evict = next;
 	}
+}
+
+/* Into the shared cache (or unmapped).  `counted`: the free was already
+ * counted (in a thread's large_slot_frees). */
+static void large_put(struct large *l, bool counted)
+{
+	lock_acquire(&large_lock);
+	test_hook(HOOK_LARGE_LOCKED);
+	if (!counted)
+		nr_frees++;
+	live_count--;
+	live_bytes -= l->map_bytes;
+	struct large *evict = lc_add_locked(l);
+	lock_release(&large_lock);
+	destroy_list(evict);
+}
+
+/*
+ * The pages [base, base + bytes) that a shrinking realloc cut off a
+ * mapping, as a cached mapping of their own: the next large malloc or
+ * growth takes them already touched, where unmapping them would cost a
+ * system call (and, with other threads running, a TLB shoot-down) now and
+ * a page fault per page for whoever maps memory next.  They stay part of
+ * the kernel's mapping; the page map points them at their new descriptor.
+ * False (nothing done) when no descriptor can be had.
+ */
+static bool large_cache_tail(uintptr_t base, size_t bytes)
+{
+	struct large *t = meta_alloc(sizeof(*t));
+	if (!t)
+		return false;
+	t->base = t->user = base;
+	t->map_bytes = bytes;
+	t->guard = 0;
+	t->req = 0;
+	if (!large_register(t)) {
+		meta_free(t, sizeof(*t));
+		return false;
+	}
+	lock_acquire(&large_lock);
+	struct large *evict = lc_add_locked(t);
+	lock_release(&large_lock);
+	destroy_list(evict);
+	return true;
 }
 
 void large_free(struct large *l)
@@ -325,17 +369,19 @@ void *large_realloc(struct large *l, size_t size)
 	if (bytes == l->map_bytes)
 		return (void *)l->user;
 	if (bytes < l->map_bytes) {
-		/* Give memory back only for a real shrink by half or more: a
+		/* Cut the mapping only for a real shrink by half or more: a
 		 * block growing inside a roomy mapping stays in place. */
 		if (size >= was || bytes > l->map_bytes / 2)
 			return (void *)l->user;
 		size_t cut = l->map_bytes - bytes;
-		pagemap_set(l->base + bytes, cut >> PAGE_SHIFT, 0);
-		page_unmap((void *)(l->base + bytes), cut);
 		lock_acquire(&large_lock);
 		live_bytes -= cut;
 		l->map_bytes = bytes;
 		lock_release(&large_lock);
+		if (!large_cache_tail(l->base + bytes, cut)) {
+			pagemap_set(l->base + bytes, cut >> PAGE_SHIFT, 0);
+			page_unmap((void *)(l->base + bytes), cut);
+		}
 		return (void *)l->user;
 	}
 	size_t old_bytes = l->map_bytes;

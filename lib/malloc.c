@@ -136,6 +136,7 @@ void *do_calloc(size_t nmemb, size_t size)
  * extends; a size-class allocator must copy at every class change.
  */
 #define REALLOC_PAGES_MIN 4096
+#define REALLOC_COPY_MAX (1u << 20)
 static size_t realloc_size(size_t size)
 {
 	size_t want = size <= SMALL_MAX / 2 ? 2 * size : SMALL_MAX;
@@ -145,6 +146,19 @@ static size_t realloc_size(size_t size)
 	if (kmalloc_caches[c].debug)
 		return size;   /* SHEAF_DEBUG=Z checks the bytes past the size asked for */
 	return class_size[c];   /* >= size: there is a class in [size, 2 size] */
+}
+
+/*
+ * realloc() that moves (or frees, or allocates): everything do_realloc()'s
+ * in-place test leaves, with the checks that diagnose a bad pointer.
+ */
+/* A mapping for a growing block that costs no system call: the thread's
+ * freed large block or a cached one (either may be much bigger: the block
+ * is likely to keep growing into it); NULL if there is none. */
+static void *large_at_hand(struct thread_cache *tc, size_t size)
+{
+	void *q = tc ? large_slot_pop(tc, size, true) : NULL;
+	return q ? q : large_alloc_ex(size, PAGE_SIZE, false, LA_GROW | LA_CACHED_ONLY);
 }
 
 /*
@@ -164,22 +178,30 @@ static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
 		errno = ENOMEM;
 		return NULL;
 	}
+	struct thread_cache *tc = sheaf_tc;
 	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	size_t usable;
+	void *q = NULL;
+	bool big = size > SMALL_MAX;
 	if (e & PM_TAG_LARGE) {
 		struct large *l = large_check(func, e, ptr);
 		if (!l) {
 			errno = EINVAL;
 			return NULL;
 		}
+		usable = large_usable(l);
 		/* Mappings resize in place or by mremap; only a shrink by
-		 * more than half to a small size moves to a slab. */
+		 * more than half to a small size moves to a slab.  Growth
+		 * past the mapping of a block up to REALLOC_COPY_MAX takes a
+		 * mapping at hand and copies: its pages are touched, where
+		 * mremap's new ones would each cost a page fault (and the
+		 * move a TLB shoot-down in a threaded program). */
 		if (size > SMALL_MAX || size >= l->req / 2) {
-			void *q = large_realloc(l, size);
-			if (q)
+			if (size > usable && l->map_bytes <= REALLOC_COPY_MAX)
+				q = large_at_hand(tc, size);
+			if (!q && (q = large_realloc(l, size)))
 				return q;
 		}
-		usable = large_usable(l);
 	} else {
 		struct slab *s = cache_check_free(func, e, ptr);
 		if (!s) {
@@ -194,11 +216,10 @@ static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
 		if (s->cache->debug && usable > size)
 			usable = size;   /* do not copy the red zone slack */
 	}
-	struct thread_cache *tc = sheaf_tc;
 	bool grown = tc && tc->grown == ptr;
-	bool big = size > SMALL_MAX;
-	void *q = NULL;
-	if (size <= usable)
+	if (q)
+		;   /* a mapping at hand, above */
+	else if (size <= usable)
 		q = malloc_fast(size);   /* shrinking */
 	else if (big) {
 		q = tc ? large_slot_pop(tc, size, true) : NULL;
@@ -206,15 +227,13 @@ static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
 			q = large_alloc_ex(size, PAGE_SIZE, false, LA_GROW);
 	} else {
 		/* A block appended to again that reaches a page goes to a
-		 * mapping of its own if one is at hand (the thread's slot or
-		 * the cache: no system call): from there it grows in place or
-		 * by mremap, where a slab copies it at every class change up
-		 * to SMALL_MAX and once more into a mapping.  Its page
-		 * rounding wastes less than realloc_size()'s 2x headroom. */
+		 * mapping of its own if one is at hand: from there it grows
+		 * in place or by mremap, where a slab copies it at every
+		 * class change up to SMALL_MAX and once more into a mapping.
+		 * Its page rounding wastes less than realloc_size()'s 2x
+		 * headroom. */
 		if (grown && size >= REALLOC_PAGES_MIN) {
-			q = tc ? large_slot_pop(tc, size, true) : NULL;
-			if (!q)
-				q = large_alloc_ex(size, PAGE_SIZE, false, LA_GROW | LA_CACHED_ONLY);
+			q = large_at_hand(tc, size);
 			big = q != NULL;
 		}
 		if (!q)

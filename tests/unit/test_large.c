@@ -19,6 +19,11 @@
  *     along (the old range no longer maps to the block when it moved),
  *     shrinks in place keeping content with the page map following the
  *     mapping, and keeps the size when nothing changes;
+ *   - realloc() shrinking a block by half or more leaves it in place and
+ *     turns the cut pages into a cached mapping, which the next large
+ *     malloc of about that size gets; a block of up to 1 MiB growing past
+ *     its mapping moves into the thread's freed block (contents kept), and
+ *     with nothing at hand grows by mremap;
  *   - large_trim() empties the cache, clearing its page map entries, and
  *     says whether there was anything;
  *   - page_fail_next(1) makes the next large_alloc() fail with NULL /
@@ -324,6 +329,48 @@ static void test_realloc(void)
 	large_trim();
 }
 
+/* realloc() keeps touched pages in use: a shrink's tail becomes a cached
+ * mapping (the next large malloc gets it), and a block up to 1 MiB growing
+ * past its mapping moves into a mapping at hand rather than mremap'ing. */
+static void test_realloc_reuse(void)
+{
+	large_trim();
+	unsigned char *p = malloc_fast(MIB);
+	REQUIRE(p != NULL);
+	fill(p, MIB, 3);
+	struct lstats s0 = lstats();
+	unsigned char *q = do_realloc(p, 256 * KIB, "test");
+	CHECKF(q == p && holds(q, 256 * KIB, 3), "shrinking 1 MiB -> 256 KiB moved it: %p, %p", (void *)p,
+	       (void *)q);
+	struct lstats s1 = lstats();
+	CHECKF(s1.cached == s0.cached + 768 * KIB && s1.live_bytes == s0.live_bytes - 768 * KIB,
+	       "the 768 KiB tail: cached %zu -> %zu, live %zu -> %zu", s0.cached, s1.cached, s0.live_bytes,
+	       s1.live_bytes);
+	CHECK(range_free_of(p + 256 * KIB, 768 * KIB, large_of(p)));
+	void *t = large_alloc(700 * KIB, PAGE_SIZE, false);
+	CHECKF(t == p + 256 * KIB, "a 700 KiB malloc got %p, not the tail %p", t, (void *)(p + 256 * KIB));
+	CHECK(check_block(t, 700 * KIB, PAGE_SIZE, "the tail"));
+	free_fast(t, "test");
+	free_fast(q, "test");
+
+	large_trim();
+	unsigned char *a = malloc_fast(100 * KIB), *spare = malloc_fast(512 * KIB);
+	REQUIRE(a && spare);
+	fill(a, 100 * KIB, 5);
+	free_fast(spare, "test");   /* the thread's slot */
+	unsigned char *b = do_realloc(a, 300 * KIB, "test");
+	CHECKF(b == spare && holds(b, 100 * KIB, 5), "growing 100 -> 300 KiB: %p (freed mapping %p)",
+	       (void *)b, (void *)spare);
+	CHECK(large_of(a) == NULL || large_of(a)->state != LARGE_LIVE);
+	fill(b, 300 * KIB, 6);
+	large_trim();                /* nothing at hand: mremap */
+	unsigned char *c = do_realloc(b, 2 * MIB, "test");
+	REQUIRE(c != NULL);
+	CHECK(check_block(c, 2 * MIB, PAGE_SIZE, "grown by mremap") && holds(c, 300 * KIB, 6));
+	free_fast(c, "test");
+	large_trim();
+}
+
 static void test_failures(void)
 {
 	large_trim();
@@ -529,6 +576,7 @@ int main(void)
 	test_alignment();
 	test_cache_reuse();
 	test_realloc();
+	test_realloc_reuse();
 	test_failures();
 	test_bad_frees();
 	test_cache_decay_bins();
