@@ -363,6 +363,9 @@ struct pcs {
 	struct sheaf *spare;       /* NULL or a sheaf                     */
 	uint64_t alloc_fast;       /* thread-local counters, summed on read */
 	uint64_t free_fast;
+	uint64_t rcu_sheaf;        /* free_rcu_sheaf: an atomic add on the
+	                            * cache's counter cost 2 updaters of one
+	                            * cache a line bounce per rcu_free() */
 	struct sheaf_cache *cache; /* for user caches (thread_cache->ext) */
 	/* The rcu_free sheaf (rcu.c): NULL, RCU_CLAIMED while its owner
 	 * pushes, or a sheaf.  Exchanged atomically, because the drain thread
@@ -685,6 +688,8 @@ unsigned int cache_id_alloc(void);
 void cache_id_free(unsigned int id);
 /* Flushes one pcs completely (thread exit, trim, destroy). */
 void pcs_drain(struct sheaf_cache *c, struct pcs *pcs);
+/* Adds the thread-local counters of `pcs` to the cache's and zeroes them. */
+void pcs_fold_counters(struct sheaf_cache *c, struct pcs *pcs);
 
 /* ------------------------------------------------------------------ sheaf */
 void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs);

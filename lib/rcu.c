@@ -544,14 +544,16 @@ static void rcu_tiny_callback(struct rcu_head *head);
 
 static void rcu_queue(void *obj, void *field, uintptr_t e)
 {
-	struct thread_cache *tc = config_tiny ? NULL : thread_cache_get();
+	struct thread_cache *tc = config_tiny ? NULL : sheaf_tc;
+	if (!config_tiny && unlikely(!tc || tc->dead))
+		tc = thread_cache_get();   /* creates it; NULL while exiting */
 
 	if (tc && !(e & PM_TAG_LARGE)) {
 		struct sheaf_cache *c = ((struct slab *)e)->cache;
 		struct pcs *pcs = !c->sheaf_capacity ? NULL :
 				  c->cls < NR_CLASSES ? &tc->pcs[c->cls] : thread_ext_pcs(tc, c);
 		if (pcs && slot_push(&tc->rcu_dirty, &pcs->rcu_free, c, obj)) {
-			stat(c, free_rcu_sheaf);
+			__atomic_store_n(&pcs->rcu_sheaf, pcs->rcu_sheaf + 1, __ATOMIC_RELAXED);
 			return;
 		}
 		stat(c, free_rcu_sheaf_fail);

@@ -180,9 +180,15 @@ void pcs_drain(struct sheaf_cache *c, struct pcs *pcs)
 	pcs->spare = NULL;
 	pcs_give_back(c, main);
 	pcs_give_back(c, spare);
+	pcs_fold_counters(c, pcs);
+}
+
+void pcs_fold_counters(struct sheaf_cache *c, struct pcs *pcs)
+{
 	stat_add(c, SHEAF_STAT_alloc_fast, pcs->alloc_fast);
 	stat_add(c, SHEAF_STAT_free_fast, pcs->free_fast);
-	pcs->alloc_fast = pcs->free_fast = 0;
+	stat_add(c, SHEAF_STAT_free_rcu_sheaf, pcs->rcu_sheaf);
+	pcs->alloc_fast = pcs->free_fast = pcs->rcu_sheaf = 0;
 }
 
 static struct pcs *pcs_of(struct sheaf_cache *c)

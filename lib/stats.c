@@ -30,7 +30,7 @@ const char *sheaf_stat_name(enum sheaf_stat_item item)
 
 struct fast_sum {
 	struct sheaf_cache *c;
-	uint64_t alloc, free;
+	uint64_t alloc, free, rcu;
 };
 
 static void sum_thread(struct thread_cache *tc, void *arg)
@@ -44,6 +44,7 @@ static void sum_thread(struct thread_cache *tc, void *arg)
 	if (pcs) {
 		fs->alloc += __atomic_load_n(&pcs->alloc_fast, __ATOMIC_RELAXED);
 		fs->free += __atomic_load_n(&pcs->free_fast, __ATOMIC_RELAXED);
+		fs->rcu += __atomic_load_n(&pcs->rcu_sheaf, __ATOMIC_RELAXED);
 	}
 }
 
@@ -57,10 +58,11 @@ void stats_cache_snapshot(struct sheaf_cache *c, struct sheaf_cache_stats *st)
 	st->sheaf_capacity = c->sheaf_capacity;
 	for (int i = 0; i < SHEAF_NR_STATS; i++)
 		st->events[i] = __atomic_load_n(&c->stat[i], __ATOMIC_RELAXED);
-	struct fast_sum fs = { c, 0, 0 };
+	struct fast_sum fs = { c, 0, 0, 0 };
 	threads_foreach(sum_thread, &fs);
 	st->events[SHEAF_STAT_alloc_fast] += fs.alloc;
 	st->events[SHEAF_STAT_free_fast] += fs.free;
+	st->events[SHEAF_STAT_free_rcu_sheaf] += fs.rcu;
 
 	lock_acquire(&c->lock);
 	st->slabs = c->nr_partial + c->nr_empty + c->nr_full;

@@ -252,7 +252,8 @@ static void __thread_cache_release(struct thread_cache *tc)
 	 * the entry still holds something. */
 	for (unsigned int i = 0; i < tc->nr_ext; i++) {
 		struct pcs *pcs = &tc->ext[i];
-		if (pcs->main != &sheaf_empty || pcs->spare || pcs->alloc_fast || pcs->free_fast)
+		if (pcs->main != &sheaf_empty || pcs->spare || pcs->alloc_fast || pcs->free_fast ||
+		    pcs->rcu_sheaf)
 			pcs_drain(pcs->cache, pcs);
 	}
 	if (tc->prev)
@@ -278,15 +279,12 @@ static void orphan_release(struct thread_cache *tc)
 {
 	rcu_thread_exit(tc);
 	large_slot_orphan(tc);
-	for (int i = 0; i < NR_CLASSES; i++) {
-		stat_add(&kmalloc_caches[i], SHEAF_STAT_alloc_fast, tc->pcs[i].alloc_fast);
-		stat_add(&kmalloc_caches[i], SHEAF_STAT_free_fast, tc->pcs[i].free_fast);
-	}
+	for (int i = 0; i < NR_CLASSES; i++)
+		pcs_fold_counters(&kmalloc_caches[i], &tc->pcs[i]);
 	for (unsigned int i = 0; i < tc->nr_ext; i++)
-		if (tc->ext[i].cache && (tc->ext[i].alloc_fast || tc->ext[i].free_fast)) {
-			stat_add(tc->ext[i].cache, SHEAF_STAT_alloc_fast, tc->ext[i].alloc_fast);
-			stat_add(tc->ext[i].cache, SHEAF_STAT_free_fast, tc->ext[i].free_fast);
-		}
+		if (tc->ext[i].cache &&
+		    (tc->ext[i].alloc_fast || tc->ext[i].free_fast || tc->ext[i].rcu_sheaf))
+			pcs_fold_counters(tc->ext[i].cache, &tc->ext[i]);
 	if (tc->prev)
 		tc->prev->next = tc->next;
 	else
