@@ -622,7 +622,7 @@ static bool rcu_check(void *obj, void *field, const char *func, uintptr_t *entry
 	return true;
 }
 
-void sheaf_rcu_free_field(void *obj, void *field, const char *func)
+static noinline void rcu_free_slow(void *obj, void *field, const char *func)
 {
 	if (!obj)
 		return;
@@ -631,6 +631,45 @@ void sheaf_rcu_free_field(void *obj, void *field, const char *func)
 	uintptr_t e;
 	if (rcu_check(obj, field, func, &e))
 		rcu_queue(obj, field, e);
+}
+
+/*
+ * The fast path: a live object of a size class, its field inside it, and
+ * the thread's rcu_free sheaf of that class in its slot with room for more
+ * than this object (filling it, or a new sheaf, is the slow path's: hand-
+ * off, drain thread notice).  free_fast()'s checks, read-only (readers may
+ * still read the object), one slot claim; everything else, diagnostics
+ * included, is rcu_free_slow()'s.
+ */
+void sheaf_rcu_free_field(void *obj, void *field, const char *func)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)obj);
+	struct thread_cache *tc = sheaf_tc;
+	const struct slab *slab = (const struct slab *)e;
+	/* (With a test hook set, the slow path's slot_push() calls it.) */
+	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES && !tc->dead &&
+		   !sheaf_test_hook)) {
+		uintptr_t off = (uintptr_t)obj - slab->base;
+		uint32_t idx = slab_index(slab, (uintptr_t)obj);
+		const uintptr_t *mark = slab->marks ? &slab->marks[idx] : (const uintptr_t *)obj;
+		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
+			   (uintptr_t)field - (uintptr_t)obj <= slab->size - sizeof(void *) &&
+			   (!config_harden || *mark != free_marker(obj)))) {
+			struct pcs *pcs = &tc->pcs[slab->cls];
+			struct sheaf *s = __atomic_exchange_n(&pcs->rcu_free, RCU_CLAIMED, __ATOMIC_ACQUIRE);
+			if (likely(s != RCU_CLAIMED)) {
+				bool room = s && s->size + 1 < s->capacity;
+				if (likely(room))
+					s->objects[s->size++] = obj;
+				__atomic_store_n(&pcs->rcu_free, s, __ATOMIC_RELEASE);
+				if (likely(room)) {
+					__atomic_store_n(&pcs->rcu_sheaf, pcs->rcu_sheaf + 1, __ATOMIC_RELAXED);
+					return;
+				}
+			}
+		}
+	}
+	rcu_free_slow(obj, field, func);
 }
 
 /*
