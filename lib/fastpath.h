@@ -56,16 +56,36 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 	return do_malloc_slow(size);
 }
 
+/*
+ * free()'s checks and push, shared with sheaf_cache_free(): `ptr` lies in
+ * `slab`, in object `idx`, whose free marker is at `mark`.  True when it
+ * was that object's start, not free already, and went onto the main sheaf
+ * of `pcs`; false (nothing changed) leaves the decision to the slow path.
+ */
+static inline __attribute__((always_inline)) bool sheaf_push_checked(const struct slab *slab, struct pcs *pcs,
+								     void *ptr, uint32_t idx, uintptr_t *mark)
+{
+	struct sheaf *s = pcs->main;
+	if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == (uintptr_t)ptr - slab->base &&
+		   (!config_harden || *mark != free_marker(ptr)) && s->size < s->capacity)) {
+		if (config_harden)
+			*mark = free_marker(ptr);
+		s->objects[s->size] = ptr;
+		barrier();
+		s->size++;
+		pcs->free_fast++;
+		return true;
+	}
+	return false;
+}
+
 static inline __attribute__((always_inline)) void free_fast(void *ptr, const char *func)
 {
 	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	struct thread_cache *tc = sheaf_tc;
 	const struct slab *slab = (const struct slab *)e;
 	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES)) {
-		uintptr_t off = (uintptr_t)ptr - slab->base;
 		uint32_t idx = slab_index(slab, (uintptr_t)ptr);
-		struct pcs *pcs = &tc->pcs[slab->cls];
-		struct sheaf *s = pcs->main;
 		/* obj_marker(): a branch, not a cmov, so that the usual
 		 * in-block marker load does not wait for the index. */
 		uintptr_t *mark = (uintptr_t *)ptr;
@@ -73,17 +93,8 @@ static inline __attribute__((always_inline)) void free_fast(void *ptr, const cha
 			mark = &slab->marks[idx];
 			__asm__ volatile("" : "+r"(mark));   /* no if-conversion */
 		}
-		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
-			   (!config_harden || *mark != free_marker(ptr)) &&
-			   s->size < s->capacity)) {
-			if (config_harden)
-				*mark = free_marker(ptr);
-			s->objects[s->size] = ptr;
-			barrier();
-			s->size++;
-			pcs->free_fast++;
+		if (likely(sheaf_push_checked(slab, &tc->pcs[slab->cls], ptr, idx, mark)))
 			return;
-		}
 	}
 	do_free_slow(ptr, func);
 }

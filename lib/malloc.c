@@ -446,12 +446,54 @@ size_t sheaf_malloc_usable_size(void *ptr) { return do_usable_size(ptr); }
 int sheaf_malloc_trim(size_t pad) { return do_malloc_trim(pad); }
 
 /* ------------------------------------------------------------ cache API */
+/*
+ * The slab cache API's fast paths: malloc_fast()'s and free_fast()'s, on
+ * the thread's pcs of a user cache (tc->ext[c->id], which exists once the
+ * thread has used the cache through the slow path).  Everything else -
+ * first use, empty or full sheaf, a stash for signal handlers to refill,
+ * constructors, debugged caches, every diagnostic - is cache_alloc_any()'s
+ * and cache_free_slow()'s.
+ */
+static inline struct pcs *cache_pcs_fast(struct thread_cache *tc, struct sheaf_cache *c)
+{
+	if (!tc || c->id >= tc->nr_ext || tc->nolock_want || tc->dead)
+		return NULL;
+	struct pcs *pcs = &tc->ext[c->id];
+	return pcs->cache == c ? pcs : NULL;
+}
+
 void *sheaf_cache_alloc(struct sheaf_cache *c)
 {
+	struct pcs *pcs = cache_pcs_fast(sheaf_tc, c);
+	if (likely(pcs)) {
+		struct sheaf *s = pcs->main;
+		if (likely(s->size)) {
+			void *p = s->objects[--s->size];
+			pcs->alloc_fast++;
+			obj_mark_alloc(c, p);
+			return p;
+		}
+	}
 	return cache_alloc_any(c);
 }
 
+static noinline void cache_free_slow(struct sheaf_cache *c, void *obj);
+
 void sheaf_cache_free(struct sheaf_cache *c, void *obj)
+{
+	uintptr_t e = pagemap_lookup((uintptr_t)obj);
+	const struct slab *slab = (const struct slab *)e;
+	struct pcs *pcs = cache_pcs_fast(sheaf_tc, c);
+	if (likely(pcs && e && !(e & PM_TAG_LARGE) && slab->cache == c && !c->obj_offset)) {
+		uint32_t idx = slab_index(slab, (uintptr_t)obj);
+		uintptr_t *mark = slab->marks ? &slab->marks[idx] : (uintptr_t *)((uintptr_t)obj + c->marker_off);
+		if (likely(sheaf_push_checked(slab, pcs, obj, idx, mark)))
+			return;
+	}
+	cache_free_slow(c, obj);
+}
+
+static noinline void cache_free_slow(struct sheaf_cache *c, void *obj)
 {
 	if (!obj)
 		return;
@@ -474,10 +516,28 @@ void sheaf_cache_free(struct sheaf_cache *c, void *obj)
 	cache_free_any(c, obj);
 }
 
+/* Whole runs from the main sheaf (as the kernel's bulk paths copy from the
+ * per-CPU sheaf), newest first like single allocations; the slow path
+ * refills it one object at a time. */
 size_t sheaf_cache_alloc_bulk(struct sheaf_cache *c, size_t n, void **out)
 {
 	size_t got = 0;
 	while (got < n) {
+		struct pcs *pcs = cache_pcs_fast(sheaf_tc, c);
+		struct sheaf *s = pcs ? pcs->main : NULL;
+		if (s && s->size) {
+			uint32_t k = s->size < n - got ? s->size : (uint32_t)(n - got);
+			s->size -= k;
+			barrier();
+			for (uint32_t i = 0; i < k; i++) {
+				void *p = s->objects[s->size + k - 1 - i];
+				obj_mark_alloc(c, p);
+				out[got + i] = p;
+			}
+			pcs->alloc_fast += k;
+			got += k;
+			continue;
+		}
 		void *p = cache_alloc_any(c);
 		if (!p)
 			break;
