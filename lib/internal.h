@@ -358,6 +358,10 @@ struct sheaf {
 extern struct sheaf sheaf_empty;
 
 /* Per-thread, per-cache sheaves (the kernel's slub_percpu_sheaves). */
+/* One cache line each (meta_alloc() gives 64-byte alignment): indexed by
+ * a shift, never straddling two lines.  At 56 bytes the 4 KiB class's
+ * entry sat where glibc's bench-malloc-simple rows ran at half speed (8 ->
+ * 17 ns per call, a layout effect, most likely 4 KiB aliasing). */
 struct pcs {
 	struct sheaf *main;
 	struct sheaf *spare;       /* NULL or a sheaf                     */
@@ -371,7 +375,7 @@ struct pcs {
 	 * pushes, or a sheaf.  Exchanged atomically, because the drain thread
 	 * steals partly filled ones. */
 	struct sheaf *rcu_free;
-};
+} __attribute__((aligned(CACHELINE)));
 #define RCU_CLAIMED ((struct sheaf *)1)
 
 /* ------------------------------------------------------------------- barn */
