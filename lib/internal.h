@@ -642,8 +642,24 @@ static inline void large_slot_set(struct thread_cache *tc, struct large *l)
 	__atomic_store_n(&tc->large_slot_bytes, l ? l->map_bytes : 0, __ATOMIC_RELAXED);
 }
 
-/* size: above SMALL_MAX, at most PTRDIFF_MAX.  grow: for a realloc that
- * grows a block, which takes any bigger block (it will grow into it). */
+/*
+ * Whether a freed mapping with `have` usable bytes may serve `bytes` (page
+ * rounded): at most twice that, as for any allocation; a growing realloc
+ * takes a bigger one, which the block will likely grow into in place, but
+ * only up to 8x or LARGE_GROW_TAKE, so that a block that stops growing does
+ * not pin the touched pages of a much bigger mapping.
+ */
+#define LARGE_GROW_TAKE ((size_t)1 << 20)
+static inline bool large_fits(size_t have, size_t bytes, bool grow)
+{
+	if (have < bytes)
+		return false;
+	return have - bytes <= bytes || (grow && (have <= LARGE_GROW_TAKE || have / 8 <= bytes));
+}
+
+/* size: at most PTRDIFF_MAX (above SMALL_MAX but for a growing realloc's
+ * move to a mapping).  grow: for a realloc that grows a block, which may
+ * take a bigger block (large_fits()). */
 static inline void *large_slot_pop(struct thread_cache *tc, size_t size, bool grow)
 {
 	struct large *l = tc->large_slot;
@@ -651,7 +667,7 @@ static inline void *large_slot_pop(struct thread_cache *tc, size_t size, bool gr
 		return NULL;
 	size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	size_t have = l->map_bytes - l->guard;
-	if (have < bytes || (have - bytes > bytes && !grow))
+	if (!large_fits(have, bytes, grow))
 		return NULL;
 	large_slot_set(tc, NULL);
 	__atomic_store_n(&tc->large_slot_allocs, tc->large_slot_allocs + 1, __ATOMIC_RELAXED);

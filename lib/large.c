@@ -124,10 +124,10 @@ void *large_alloc(size_t size, size_t align, bool zero)
 	return large_alloc_ex(size, align, zero, 0);
 }
 
-/* LA_GROW: the caller is a realloc making a block larger; any cached
- * mapping that fits is taken (the smallest), since the block is likely to
- * keep growing into it in place, which a doubling realloc loop then does
- * without a system call.  LA_CACHED_ONLY: only a cached mapping, no new one
+/* LA_GROW: the caller is a realloc making a block larger; a bigger cached
+ * mapping is taken (the smallest that fits, within large_fits()'s bound),
+ * since the block is likely to keep growing into it in place, which a
+ * doubling realloc loop then does without a system call.  LA_CACHED_ONLY: only a cached mapping, no new one
  * (NULL, errno untouched, if none fits). */
 void *large_alloc_ex(size_t size, size_t align, bool zero, unsigned int how)
 {
@@ -147,19 +147,19 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, unsigned int how)
 		 * and allocates one size finds it without a search. */
 		struct large *mru = lc_head;
 		size_t mru_have = mru ? mru->map_bytes - mru->guard : 0;
-		if (mru && mru_have >= bytes && (grow || mru_have - bytes <= bytes) &&
+		if (mru && large_fits(mru_have, bytes, grow) &&
 		    (align <= PAGE_SIZE || !(mru->base & (align - 1))))
 			best = mru;
 		/* Else a fit is at most twice the request: its bin or the
-		 * next (a growing realloc takes any larger one: the smallest
-		 * of the first bin that has one). */
+		 * next (a growing realloc takes a larger one: the smallest of
+		 * the first bin that has one). */
 		unsigned int b0 = lc_bin_of(bytes);
 		unsigned int last = grow || b0 + 1 >= LC_BINS ? LC_BINS - 1 : b0 + 1;
 		for (unsigned int b = b0; b <= last && !best; b++) {
 			unsigned int seen = 0;
 			for (struct large *l = lc_bin[b]; l && seen < LC_SCAN; l = l->bnext, seen++) {
 				size_t have = l->map_bytes - l->guard;
-				if (have >= bytes && (grow || have - bytes <= bytes) &&
+				if (large_fits(have, bytes, grow) &&
 				    (align <= PAGE_SIZE || !(l->base & (align - 1))) &&
 				    (!best || l->map_bytes < best->map_bytes))
 					best = l;

@@ -148,13 +148,10 @@ static size_t realloc_size(size_t size)
 	return class_size[c];   /* >= size: there is a class in [size, 2 size] */
 }
 
-/*
- * realloc() that moves (or frees, or allocates): everything do_realloc()'s
- * in-place test leaves, with the checks that diagnose a bad pointer.
- */
 /* A mapping for a growing block that costs no system call: the thread's
- * freed large block or a cached one (either may be much bigger: the block
- * is likely to keep growing into it); NULL if there is none. */
+ * freed large block or a cached one (either may be bigger: the block is
+ * likely to keep growing into it; large_fits() bounds it); NULL if there is
+ * none. */
 static void *large_at_hand(struct thread_cache *tc, size_t size)
 {
 	void *q = tc ? large_slot_pop(tc, size, true) : NULL;

@@ -23,7 +23,8 @@
  *     turns the cut pages into a cached mapping, which the next large
  *     malloc of about that size gets; a block of up to 1 MiB growing past
  *     its mapping moves into the thread's freed block (contents kept), and
- *     with nothing at hand grows by mremap;
+ *     with nothing at hand grows by mremap; a cached mapping far bigger
+ *     than a growing block (over 8x and 1 MiB) is not taken;
  *   - large_trim() empties the cache, clearing its page map entries, and
  *     says whether there was anything;
  *   - page_fail_next(1) makes the next large_alloc() fail with NULL /
@@ -368,6 +369,21 @@ static void test_realloc_reuse(void)
 	REQUIRE(c != NULL);
 	CHECK(check_block(c, 2 * MIB, PAGE_SIZE, "grown by mremap") && holds(c, 300 * KIB, 6));
 	free_fast(c, "test");
+
+	/* A cached mapping far bigger than the block (3 MiB for 5000 B) is
+	 * not taken: a block that stops growing would pin its pages. */
+	large_trim();
+	void *big = large_alloc(3 * MIB, PAGE_SIZE, false);
+	REQUIRE(big != NULL);
+	large_free(large_of(big));
+	unsigned char *d = malloc_fast(1000);
+	REQUIRE(d);
+	d = do_realloc(d, 2000, "test");
+	REQUIRE(d);
+	d = do_realloc(d, 5000, "test");
+	REQUIRE(d);
+	CHECKF(large_of(d) == NULL, "a 5000 B block took the 3 MiB cached mapping %p", big);
+	free_fast(d, "test");
 	large_trim();
 }
 
