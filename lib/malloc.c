@@ -262,7 +262,7 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 		/* Growing within the mapping (large_realloc()'s first case;
 		 * aligned blocks and memcheck's move by copy). */
 		if (likely(l->state == LARGE_LIVE && (uintptr_t)ptr == l->base && l->user == l->base &&
-			   size >= l->req && bytes >= size && bytes <= l->map_bytes - l->guard &&
+			   size >= l->req && size && bytes >= size && bytes <= l->map_bytes - l->guard &&
 			   !sheaf_on_valgrind)) {
 			l->req = size;
 			return ptr;

@@ -24,7 +24,8 @@
  *     malloc of about that size gets; a block of up to 1 MiB growing past
  *     its mapping moves into the thread's freed block (contents kept), and
  *     with nothing at hand grows by mremap; a cached mapping far bigger
- *     than a growing block (over 8x and 1 MiB) is not taken;
+ *     than a growing block (over 8x and 1 MiB) is not taken; realloc(p, 0)
+ *     of a zero-sized large block frees it;
  *   - large_trim() empties the cache, clearing its page map entries, and
  *     says whether there was anything;
  *   - page_fail_next(1) makes the next large_alloc() fail with NULL /
@@ -369,6 +370,13 @@ static void test_realloc_reuse(void)
 	REQUIRE(c != NULL);
 	CHECK(check_block(c, 2 * MIB, PAGE_SIZE, "grown by mremap") && holds(c, 300 * KIB, 6));
 	free_fast(c, "test");
+
+	/* realloc(p, 0) of a large block asked for with size 0 (memalign)
+	 * frees it, in place though it "fits". */
+	void *z = do_memalign(8192, 0);
+	REQUIRE(z != NULL && large_of(z) != NULL);
+	CHECK(do_realloc(z, 0, "test") == NULL);
+	CHECKF(large_of(z) == NULL || large_of(z)->state != LARGE_LIVE, "realloc(%p, 0) kept it live", z);
 
 	/* A cached mapping far bigger than the block (3 MiB for 5000 B) is
 	 * not taken: a block that stops growing would pin its pages. */
