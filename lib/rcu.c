@@ -634,14 +634,14 @@ static noinline void rcu_free_slow(void *obj, void *field, const char *func)
 }
 
 /*
- * The fast path: a live object of a size class, its field inside it, and
- * the thread's rcu_free sheaf of that class in its slot with room for more
- * than this object (filling it, or a new sheaf, is the slow path's: hand-
- * off, drain thread notice).  free_fast()'s checks, read-only (readers may
- * still read the object), one slot claim; everything else, diagnostics
- * included, is rcu_free_slow()'s.
+ * The fast path: a live object of a size class, its field (if any) inside
+ * it, and the thread's rcu_free sheaf of that class in its slot with room
+ * for more than this object (filling it, or a new sheaf, is the slow path's:
+ * hand-off, drain thread notice).  free_fast()'s checks, read-only (readers
+ * may still read the object), one slot claim; false leaves everything else,
+ * diagnostics included, to rcu_free_slow().
  */
-void sheaf_rcu_free_field(void *obj, void *field, const char *func)
+static inline __attribute__((always_inline)) bool rcu_free_fast(void *obj, void *field)
 {
 	uintptr_t e = pagemap_lookup((uintptr_t)obj);
 	struct thread_cache *tc = sheaf_tc;
@@ -653,7 +653,7 @@ void sheaf_rcu_free_field(void *obj, void *field, const char *func)
 		uint32_t idx = slab_index(slab, (uintptr_t)obj);
 		const uintptr_t *mark = slab->marks ? &slab->marks[idx] : (const uintptr_t *)obj;
 		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
-			   (uintptr_t)field - (uintptr_t)obj <= slab->size - sizeof(void *) &&
+			   (!field || (uintptr_t)field - (uintptr_t)obj <= slab->size - sizeof(void *)) &&
 			   (!config_harden || *mark != free_marker(obj)))) {
 			struct pcs *pcs = &tc->pcs[slab->cls];
 			struct sheaf *s = __atomic_exchange_n(&pcs->rcu_free, RCU_CLAIMED, __ATOMIC_ACQUIRE);
@@ -664,11 +664,18 @@ void sheaf_rcu_free_field(void *obj, void *field, const char *func)
 				__atomic_store_n(&pcs->rcu_free, s, __ATOMIC_RELEASE);
 				if (likely(room)) {
 					__atomic_store_n(&pcs->rcu_sheaf, pcs->rcu_sheaf + 1, __ATOMIC_RELAXED);
-					return;
+					return true;
 				}
 			}
 		}
 	}
+	return false;
+}
+
+void sheaf_rcu_free_field(void *obj, void *field, const char *func)
+{
+	if (likely(rcu_free_fast(obj, field)))
+		return;
 	rcu_free_slow(obj, field, func);
 }
 
@@ -737,13 +744,9 @@ void rcu_nolock_poll(void)
 
 void sheaf_rcu_free_nofield(void *obj)
 {
-	if (!obj)
+	if (likely(rcu_free_fast(obj, NULL)))
 		return;
-	if (unlikely(!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)))
-		sheaf_init();
-	uintptr_t e;
-	if (rcu_check(obj, NULL, "rcu_free_mightsleep()", &e))
-		rcu_queue(obj, NULL, e);
+	rcu_free_slow(obj, NULL, "rcu_free_mightsleep()");
 }
 
 /* Waits until the drain thread has completed ticket `t`. */
