@@ -62,8 +62,8 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
  * was that object's start, not free already, and went onto the main sheaf
  * of `pcs`; false (nothing changed) leaves the decision to the slow path.
  */
-static inline __attribute__((always_inline)) bool sheaf_push_checked(const struct slab *slab, struct pcs *pcs,
-								     void *ptr, uint32_t idx, uintptr_t *mark)
+static inline __attribute__((always_inline)) bool
+sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint32_t idx, uintptr_t *mark)
 {
 	struct sheaf *s = pcs->main;
 	if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == (uintptr_t)ptr - slab->base &&

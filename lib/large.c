@@ -127,8 +127,8 @@ void *large_alloc(size_t size, size_t align, bool zero)
 /* LA_GROW: the caller is a realloc making a block larger; a bigger cached
  * mapping is taken (the smallest that fits, within large_fits()'s bound),
  * since the block is likely to keep growing into it in place, which a
- * doubling realloc loop then does without a system call.  LA_CACHED_ONLY: only a cached mapping, no new one
- * (NULL, errno untouched, if none fits). */
+ * doubling realloc loop then does without a system call.  LA_CACHED_ONLY:
+ * only a cached mapping, no new one (NULL, errno untouched, if none fits). */
 void *large_alloc_ex(size_t size, size_t align, bool zero, unsigned int how)
 {
 	bool grow = how & LA_GROW;

@@ -195,7 +195,7 @@ static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
 		 * move a TLB shoot-down in a threaded program). */
 		if (size > SMALL_MAX || size >= l->req / 2) {
 			if (size > usable && l->map_bytes <= REALLOC_COPY_MAX)
-				q = large_at_hand(tc, size);
+				big |= (q = large_at_hand(tc, size)) != NULL;
 			if (!q && (q = large_realloc(l, size)))
 				return q;
 		}
