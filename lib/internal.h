@@ -474,6 +474,12 @@ static inline uintptr_t *slab_marker(const void *p)
 	const struct slab *s = (const struct slab *)pagemap_lookup((uintptr_t)p);
 	return &s->marks[slab_index(s, (uintptr_t)p)];
 }
+/* obj_marker() of object `idx` of a malloc size class's slab, whose page-map
+ * entry the caller already has: no second lookup. */
+static inline uintptr_t *class_obj_marker(const struct slab *s, uint32_t idx, const void *p)
+{
+	return s->marks ? &s->marks[idx] : (uintptr_t *)p;
+}
 static inline uintptr_t *obj_marker(const struct sheaf_cache *c, const void *p)
 {
 	return c->ext_marks ? slab_marker(p) : (uintptr_t *)((uintptr_t)p + c->marker_off);

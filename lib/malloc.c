@@ -275,7 +275,7 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 		 * free_fast()'s checks, and the same rule as realloc_slow(). */
 		if (likely(s->cls < NR_CLASSES && idx < s->objects && (uintptr_t)idx * s->size == off &&
 			   size <= s->size && size >= s->size / 2 && !s->cache->debug &&
-			   !obj_marked_free(s->cache, ptr)))
+			   (!config_harden || *class_obj_marker(s, idx, ptr) != free_marker(ptr))))
 			return ptr;
 	}
 	return realloc_slow(ptr, size, func);

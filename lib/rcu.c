@@ -663,7 +663,7 @@ static inline __attribute__((always_inline)) bool rcu_free_fast(void *obj, void 
 		   !sheaf_test_hook)) {
 		uintptr_t off = (uintptr_t)obj - slab->base;
 		uint32_t idx = slab_index(slab, (uintptr_t)obj);
-		const uintptr_t *mark = slab->marks ? &slab->marks[idx] : (const uintptr_t *)obj;
+		const uintptr_t *mark = class_obj_marker(slab, idx, obj);
 		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
 			   (!field || (uintptr_t)field - (uintptr_t)obj <= slab->size - sizeof(void *)) &&
 			   (!config_harden || *mark != free_marker(obj)))) {
