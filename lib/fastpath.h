@@ -16,7 +16,7 @@
  * names and glibc's names (preload.c).  `func` names the entry point in
  * diagnostics. */
 void *do_malloc_slow(size_t size);
-void do_free_slow(void *ptr, const char *func);
+void do_free_slow(void *ptr, uintptr_t e, const char *func);   /* e: ptr's page-map entry */
 void *do_calloc(size_t nmemb, size_t size);
 void *do_realloc(void *ptr, size_t size, const char *func);
 void *do_reallocarray(void *ptr, size_t nmemb, size_t size);
@@ -79,9 +79,9 @@ sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint32_t
 	return false;
 }
 
-static inline __attribute__((always_inline)) void free_fast(void *ptr, const char *func)
+/* free() of `ptr` whose page-map entry `e` the caller has already read. */
+static inline __attribute__((always_inline)) void free_entry(void *ptr, uintptr_t e, const char *func)
 {
-	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	struct thread_cache *tc = sheaf_tc;
 	const struct slab *slab = (const struct slab *)e;
 	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES)) {
@@ -96,7 +96,12 @@ static inline __attribute__((always_inline)) void free_fast(void *ptr, const cha
 		if (likely(sheaf_push_checked(slab, &tc->pcs[slab->cls], ptr, idx, mark)))
 			return;
 	}
-	do_free_slow(ptr, func);
+	do_free_slow(ptr, e, func);
+}
+
+static inline __attribute__((always_inline)) void free_fast(void *ptr, const char *func)
+{
+	free_entry(ptr, pagemap_lookup((uintptr_t)ptr), func);
 }
 
 #endif

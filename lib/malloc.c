@@ -42,7 +42,8 @@ void *do_malloc_slow(size_t size)
 
 /* A large allocation handed to free/realloc: NULL after a diagnostic if the
  * pointer is not the start of a live one. */
-static struct large *large_check(const char *func, uintptr_t e, void *ptr)
+static inline __attribute__((always_inline)) struct large *
+large_check(const char *func, uintptr_t e, void *ptr)
 {
 	struct large *l = (struct large *)(e & ~PM_TAG_LARGE);
 	if (unlikely(l->state != LARGE_LIVE)) {
@@ -57,14 +58,14 @@ static struct large *large_check(const char *func, uintptr_t e, void *ptr)
 	return l;
 }
 
-void do_free_slow(void *ptr, const char *func)
+/* e: ptr's page-map entry, as free_fast() read it (the deferred frees
+ * processed at the end may unmap other blocks, never this one first). */
+void do_free_slow(void *ptr, uintptr_t e, const char *func)
 {
 	if (!ptr)
 		return;
-	nolock_poll();
 	if (unlikely(sheaf_prof_on))
 		prof_free(ptr);
-	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	if (e & PM_TAG_LARGE) {
 		struct large *l = large_check(func, e, ptr);
 		struct thread_cache *tc = sheaf_tc;
@@ -72,11 +73,12 @@ void do_free_slow(void *ptr, const char *func)
 			tc = thread_cache_get();   /* a thread whose first block is large */
 		if (l && !(tc && large_slot_push(tc, l)))
 			large_free(l);
-		return;
+	} else {
+		struct slab *s = cache_check_free(func, e, ptr);
+		if (s)
+			cache_free_any(s->cache, ptr);
 	}
-	struct slab *s = cache_check_free(func, e, ptr);
-	if (s)
-		cache_free_any(s->cache, ptr);
+	nolock_poll();
 }
 
 /* Usable size of a valid block, or 0 (and no diagnostic) for anything else. */
@@ -160,15 +162,16 @@ static void *large_at_hand(struct thread_cache *tc, size_t size)
 
 /*
  * realloc() that moves (or frees, or allocates): everything do_realloc()'s
- * in-place test leaves, with the checks that diagnose a bad pointer.
+ * in-place test leaves, with the checks that diagnose a bad pointer.  `e`
+ * is ptr's page-map entry, which do_realloc() read.
  */
-static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
+static noinline void *realloc_slow(void *ptr, uintptr_t e, size_t size, const char *func)
 {
 	if (!ptr)
 		return malloc_fast(size);
 	if (size == 0) {
 		/* glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES). */
-		free_fast(ptr, func);
+		free_entry(ptr, e, func);
 		return NULL;
 	}
 	if (SIZE_IMPOSSIBLE(size)) {
@@ -176,7 +179,6 @@ static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
 		return NULL;
 	}
 	struct thread_cache *tc = sheaf_tc;
-	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
 	size_t usable;
 	void *q = NULL;
 	bool big = size > SMALL_MAX;
@@ -243,7 +245,7 @@ static noinline void *realloc_slow(void *ptr, size_t size, const char *func)
 	if (big && unlikely(sheaf_prof_on))
 		prof_alloc(q, size);
 	memcpy(q, ptr, size < usable ? size : usable);
-	free_fast(ptr, func);
+	free_entry(ptr, e, func);
 	return q;
 }
 
@@ -278,7 +280,7 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 			   (!config_harden || *class_obj_marker(s, idx, ptr) != free_marker(ptr))))
 			return ptr;
 	}
-	return realloc_slow(ptr, size, func);
+	return realloc_slow(ptr, e, size, func);
 }
 
 void *do_reallocarray(void *ptr, size_t nmemb, size_t size)

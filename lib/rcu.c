@@ -295,7 +295,7 @@ void rcu_thread_exit(struct thread_cache *tc)
 /* ------------------------------------------------------------- freeing */
 void rcu_free_now(void *obj)
 {
-	do_free_slow(obj, "rcu_free()");
+	do_free_slow(obj, pagemap_lookup((uintptr_t)obj), "rcu_free()");
 }
 
 /*

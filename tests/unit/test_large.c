@@ -58,6 +58,12 @@ static size_t round_page(size_t n)
 	return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 }
 
+/* free()'s slow path, as free_fast() calls it. */
+static void free_slow(void *p)
+{
+	do_free_slow(p, pagemap_lookup((uintptr_t)p), "test");
+}
+
 static struct large *large_of(const void *p)
 {
 	uintptr_t e = pagemap_lookup((uintptr_t)p);
@@ -437,14 +443,14 @@ static void test_bad_frees(void)
 	REQUIRE(p != NULL);
 	struct lstats s0 = lstats();
 	fprintf(stderr, "test_large: expect an interior pointer and a double free diagnostic:\n");
-	do_free_slow((char *)p + PAGE_SIZE, "test");
+	free_slow((char *)p + PAGE_SIZE);
 	struct lstats s1 = lstats();
 	CHECK(s1.live == s0.live && s1.frees == s0.frees);
 	CHECK(check_block(p, 200000, PAGE_SIZE, "after an interior free"));
-	do_free_slow(p, "test");
+	free_slow(p);
 	struct lstats s2 = lstats();
 	CHECK(s2.live == s0.live - 1 && s2.frees == s0.frees + 1);
-	do_free_slow(p, "test");   /* cached or unmapped: either way refused */
+	free_slow(p);   /* cached or unmapped: either way refused */
 	struct lstats s3 = lstats();
 	CHECK(s3.live == s2.live && s3.frees == s2.frees && s3.cached == s2.cached);
 	sheaf_opt.abort_on_error = true;
