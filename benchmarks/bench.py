@@ -20,7 +20,10 @@ interleaved: for each repetition, for each row, every allocator once,
 starting at a different allocator each repetition, so that slow drift of
 a noisy machine (frequency, neighbours) lands on all allocators alike.
 Per row and allocator the median ns/op over the repetitions is reported,
-with the spread and the largest peak RSS.
+with the spread and the largest peak RSS.  A row whose spread under some
+allocator exceeds --noisy (25%) after the repetitions gets --extra-reps
+(4) more interleaved repetitions, under every allocator alike, so that the
+median of a noisy row rests on more runs.
 
 Output in --out: latest.md (tables, also summarised on stdout), latest.json
 (every run's figures), latest.png (speed vs glibc per group, geometric
@@ -600,6 +603,10 @@ def main():
     ap.add_argument("--out", default="benchmarks/results", help="output directory")
     ap.add_argument("--quick", action="store_true", help="every row once, short runs (under a minute)")
     ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 1)")
+    ap.add_argument("--extra-reps", type=int,
+                    help="more repetitions of the rows whose spread exceeds --noisy (default 4, --quick 0)")
+    ap.add_argument("--noisy", type=float, default=0.25,
+                    help="spread ((max - min) / median) above which a row is noisy (default 0.25)")
     ap.add_argument("--min-time", type=float,
                     help="Google Benchmark min time per run, s (default 0.05, --quick 0.005; rows on the process or wall clock get 2x)")
     ap.add_argument("--only", help="regular expression: only rows whose name matches (e.g. 'malloc_free|larson')")
@@ -628,6 +635,9 @@ def main():
     if reps < 1:
         die("--reps wants a positive integer")
     min_time = args.min_time or (0.005 if quick else 0.05)
+    extra = args.extra_reps if args.extra_reps is not None else (0 if quick else 4)
+    if extra < 0:
+        die("--extra-reps wants zero or a positive integer")
     bdir = os.path.abspath(args.builddir)
     if not args.lib:
         args.lib = os.path.join(bdir, ".libs", "libsheaf.so")
@@ -671,28 +681,44 @@ def main():
     runs = []
     t_start = time.time()
     gb_context = {}
-    for rep in range(reps):
-        for row in rows_malloc:
+    def run_rows(rep, of, malloc_rows, sheaf_rows):
+        nonlocal gb_context
+        for row in malloc_rows:
             mt = min_time * (2 if clock_of(row) != "cpu" else 1)
             for k in range(len(allocs)):
                 label, so = allocs[(k + rep) % len(allocs)]
-                R.progress("rep %d/%d: bench_malloc %s under %s" % (rep + 1, reps, display_name(row), label))
+                R.progress("rep %d/%d: bench_malloc %s under %s" % (rep + 1, of, display_name(row), label))
                 rec = R.gbench(paths["bench_malloc"], row, label, so, mt)
                 rec["rep"] = rep
                 runs.append(rec)
                 gb_context = gb_context or R.context
-        for row in rows_sheaf:
+        for row in sheaf_rows:
             mt = min_time * (2 if clock_of(row) != "cpu" else 1)
-            R.progress("rep %d/%d: bench_sheaf %s (sheaf only)" % (rep + 1, reps, display_name(row)))
+            R.progress("rep %d/%d: bench_sheaf %s (sheaf only)" % (rep + 1, of, display_name(row)))
             rec = R.gbench(paths["bench_sheaf"], row, args.name, "", mt)
             rec["rep"] = rep
             runs.append(rec)
+
+    for rep in range(reps):
+        run_rows(rep, reps, rows_malloc, rows_sheaf)
         if do_rcuscale:
             for m in RCUSCALE_METHODS:
                 R.progress("rep %d/%d: rcuscale --method %s (sheaf only)" % (rep + 1, reps, m))
                 rec = R.rcuscale(paths["rcuscale"], m, 2, rcuscale_loops)
                 rec["rep"] = rep
                 runs.append(rec)
+    # Noisy rows: more repetitions, of every allocator alike.
+    noisy_malloc, noisy_sheaf = [], []
+    if extra and reps >= 2:
+        agg = aggregate([r for r in runs if r["program"] != "rcuscale"], lambda r: r["row"] + "\0" + r["allocator"])
+        def noisy(row, labels):
+            return any(agg.get(row + "\0" + a, {}).get("spread", 0) > args.noisy for a in labels)
+        noisy_malloc = [r for r in rows_malloc if noisy(r, names)]
+        noisy_sheaf = [r for r in rows_sheaf if noisy(r, [args.name])]
+        if noisy_malloc or noisy_sheaf:
+            R.total += extra * (len(noisy_malloc) * len(allocs) + len(noisy_sheaf))
+            for rep in range(reps, reps + extra):
+                run_rows(rep, reps + extra, noisy_malloc, noisy_sheaf)
     R.done()
     elapsed = time.time() - t_start
     try:
@@ -702,6 +728,8 @@ def main():
         load_end = "?"
 
     ctx = {"quick": quick, "reps": reps, "min_time": min_time, "allocs": allocs,
+           "extra_reps": extra, "noisy": args.noisy,
+           "noisy_rows": [display_name(r) for r in noisy_malloc + noisy_sheaf],
            "rows_malloc": rows_malloc, "rows_sheaf": rows_sheaf, "do_rcuscale": bool(do_rcuscale),
            "rcuscale_loops": rcuscale_loops, "info": info, "date": date, "elapsed": elapsed,
            "load_end": load_end, "gb_context": {k: v for k, v in gb_context.items() if k != "caches"},
@@ -794,9 +822,13 @@ def render(args, ctx, runs):
     w = md.append
     w("# sheaf benchmarks: allocator comparison")
     w("")
-    w("- date: %s; mode: %s, %d interleaved repetition(s) per row and allocator, one process per run, "
+    noisy_rows = ctx.get("noisy_rows") or []
+    w("- date: %s; mode: %s, %d interleaved repetition(s) per row and allocator%s, one process per run, "
       "Google Benchmark min time %g s (x2 for rows on the process or wall clock); %.0f s in all"
-      % (date, "quick" if quick else "full", reps, min_time, elapsed))
+      % (date, "quick" if quick else "full", reps,
+         " and %d more for the %d row(s) whose spread exceeded %.0f%% under some allocator after those (%s)"
+         % (ctx["extra_reps"], len(noisy_rows), 100 * ctx["noisy"], ", ".join("`%s`" % r for r in noisy_rows))
+         if noisy_rows else "", min_time, elapsed))
     w("- machine: %s, %s cores, Linux %s; load average (1 min) %s at the start, %s at the end "
       "(the runs themselves add 1-2; more is other work on the machine)"
       % (info["cpu"], info["cores"], info["kernel"], info["loadavg"], load_end))
