@@ -128,18 +128,32 @@ static void drain_notify(bool urgent, bool nolock)
 }
 
 /* ---------------------------------------------------------- hand-off */
+/*
+ * Whether adding `n` made `p` objects pending reach rcu_batch: the one
+ * hand-off that must wake the drain thread out of its delay.  Later ones
+ * need not: the thread checks the count (urgent()) before every timed
+ * wait, so while the batch is over the bound it does not sleep, and a
+ * futex wake per hand-off - per object for linked ones - cost 2 updaters
+ * of rcu_free_nolock() more than the rest of their work (bench_sheaf).
+ */
+static bool batch_crossed(uint64_t p, uint64_t n)
+{
+	return p >= sheaf_opt.rcu_batch && p - n < sheaf_opt.rcu_batch;
+}
+
 static void handoff_sheaf_ctx(struct sheaf *s, bool nolock)
 {
 	/* Counted before it is published: once on the stack the sheaf may be
 	 * processed, recycled and reused by the drain thread at once. */
 	note_deferred();
-	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, s->size, __ATOMIC_RELAXED);
+	uint32_t n = s->size;
+	uint64_t p = __atomic_add_fetch(&rcu_pending_objs, n, __ATOMIC_RELAXED);
 	struct sheaf *head = __atomic_load_n(&handoff_sheaves, __ATOMIC_RELAXED);
 	do
 		s->next = head;
 	while (!__atomic_compare_exchange_n(&handoff_sheaves, &head, s, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
-	drain_notify(p >= sheaf_opt.rcu_batch, nolock);
+	drain_notify(batch_crossed(p, n), nolock);
 }
 
 static void handoff_sheaf(struct sheaf *s)
@@ -160,7 +174,7 @@ static void handoff_link_ctx(struct rcu_link *l, bool nolock)
 		l->next = link_encode(l, head);
 	while (!__atomic_compare_exchange_n(&handoff_links, &head, l, true, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
-	drain_notify(p >= sheaf_opt.rcu_batch, nolock);
+	drain_notify(batch_crossed(p, 1), nolock);
 }
 
 static void handoff_link(struct rcu_link *l)
