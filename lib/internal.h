@@ -617,6 +617,8 @@ struct thread_cache {
 	unsigned int nolock_depth;   /* handlers inside a *_nolock() call   */
 	unsigned int nolock_refill;  /* this thread is refilling the stashes */
 	uint64_t nolock_want;        /* classes whose stash ran dry (bits)  */
+	uint64_t rcu_want;           /* classes whose rcu slot rcu_free_nolock()
+	                              * left empty (rcu_provision()); atomic */
 	struct sheaf *nolock[NR_CLASSES];
 	struct pcs pcs[NR_CLASSES];  /* malloc size classes               */
 	struct pcs *ext;             /* user caches, by cache->id         */
@@ -741,6 +743,7 @@ extern int rcu_start_pending;           /* rcu.c: a handler queued work, no drai
 extern unsigned int nolock_slots_used;   /* nolock.c: frees parked in the slot array */
 /* Refills the stashes handlers asked for (thread's own slow paths). */
 void nolock_refill(struct thread_cache *tc);
+void rcu_provision(struct thread_cache *tc);
 /* Gives the stashes back (thread exit). */
 void nolock_release(struct thread_cache *tc);
 void nolock_process(void);

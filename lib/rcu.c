@@ -220,8 +220,11 @@ static bool slot_push(int *dirty, struct sheaf **slot, struct sheaf_cache *c, vo
 			return false;
 		}
 		s->cache = c;
-		mark_dirty(dirty);
 	}
+	/* The first object makes the thread dirty (the sheaf may be an
+	 * empty one that rcu_provision() put in the slot). */
+	if (!s->size)
+		mark_dirty(dirty);
 	s->objects[s->size++] = obj;
 	if (s->size == s->capacity) {
 		__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);
@@ -565,6 +568,14 @@ static bool drain_start(void)
 	return ok;
 }
 
+/* Asks the thread's next slow path for an empty rcu sheaf of c's class
+ * (atomic: a handler may set a bit while its thread is in rcu_provision()). */
+static void rcu_want(struct thread_cache *tc, struct sheaf_cache *c)
+{
+	if (c->cls < NR_CLASSES)
+		__atomic_fetch_or(&tc->rcu_want, 1ull << c->cls, __ATOMIC_RELAXED);
+}
+
 /* ---------------------------------------------------------- the API */
 static void rcu_tiny_callback(struct rcu_head *head);
 
@@ -661,11 +672,15 @@ static noinline void rcu_free_slow(void *obj, void *field, const char *func)
 
 /*
  * The fast path: a live object of a size class, its field (if any) inside
- * it, and the thread's rcu_free sheaf of that class in its slot with room
- * for more than this object (filling it, or a new sheaf, is the slow path's:
- * hand-off, drain thread notice).  free_fast()'s checks, read-only (readers
- * may still read the object), one slot claim; false leaves everything else,
- * diagnostics included, to rcu_free_slow().
+ * it, and the thread's rcu_free sheaf of that class in its slot, neither
+ * empty nor left full by this object (the first object, or the last, is the
+ * slow path's: dirty mark and drain thread notice, hand-off).  free_fast()'s
+ * checks, read-only (readers may still read the object), one slot claim;
+ * false leaves everything else, diagnostics included, to the slow path.
+ * Async-signal-safe, so rcu_free_nolock() uses it too: a handler that
+ * interrupts its thread inside the claim finds RCU_CLAIMED and takes the
+ * slow path.  (One that interrupts the counter's two-instruction increment
+ * may lose its own count: a statistic, not worth a locked add.)
  */
 static inline __attribute__((always_inline)) bool rcu_free_fast(void *obj, void *field)
 {
@@ -684,7 +699,8 @@ static inline __attribute__((always_inline)) bool rcu_free_fast(void *obj, void 
 			struct pcs *pcs = &tc->pcs[slab->cls];
 			struct sheaf *s = __atomic_exchange_n(&pcs->rcu_free, RCU_CLAIMED, __ATOMIC_ACQUIRE);
 			if (likely(s != RCU_CLAIMED)) {
-				bool room = s && s->size + 1 < s->capacity;
+				/* 1 <= size <= capacity - 2, in one compare */
+				bool room = s && s->size - 1 < s->capacity - 2;
 				if (likely(room))
 					s->objects[s->size++] = obj;
 				__atomic_store_n(&pcs->rcu_free, s, __ATOMIC_RELEASE);
@@ -708,13 +724,14 @@ void sheaf_rcu_free_field(void *obj, void *field, const char *func)
 /*
  * rcu_free_nolock(): as rcu_free(), from a signal handler.  Only an rcu
  * sheaf that exists, is not claimed by the interrupted code and has room is
- * used; otherwise the object is linked through its field.  Nothing here
- * allocates, locks or starts a thread.
+ * used, or an empty one from the barn if its lock is free; otherwise the
+ * object is linked through its field.  Nothing here allocates, locks or
+ * starts a thread.  So that the next call need not link, a slot this call
+ * leaves empty is noted in tc->rcu_want, and the thread's next allocator
+ * slow path puts an empty sheaf there (rcu_provision()).
  */
-void sheaf_rcu_free_nolock_field(void *obj, void *field)
+static void rcu_free_nolock_slow(void *obj, void *field)
 {
-	if (!obj)
-		return;
 	const char *func = "rcu_free_nolock()";
 	uintptr_t e;
 	if (!__atomic_load_n(&sheaf_ready, __ATOMIC_ACQUIRE)) {
@@ -737,28 +754,67 @@ void sheaf_rcu_free_nolock_field(void *obj, void *field)
 			/* An empty sheaf from the barn, if its lock is free:
 			 * taking one never blocks and allocates nothing. */
 			s = barn_try_get_empty(c);
-			if (s) {
+			if (s)
 				s->cache = c;
+		}
+		if (s && s != RCU_CLAIMED) {
+			if (!s->size) {
 				mark_dirty(&tc->rcu_dirty);
 				drain_notify(false, true);
 			}
-		}
-		if (s && s != RCU_CLAIMED) {
 			s->objects[s->size++] = obj;
 			stat(c, free_rcu_sheaf);
 			if (s->size == s->capacity) {
 				__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);
+				rcu_want(tc, c);
 				handoff_sheaf_ctx(s, true);
 			} else {
 				__atomic_store_n(slot, s, __ATOMIC_RELEASE);
 			}
 			return;
 		}
-		if (!s && slot)
+		if (!s && slot) {
 			__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);   /* we claimed an empty slot */
+			rcu_want(tc, c);
+		}
 		stat(c, free_rcu_sheaf_fail);
 	}
 	handoff_link_ctx((struct rcu_link *)field, true);
+}
+
+void sheaf_rcu_free_nolock_field(void *obj, void *field)
+{
+	if (likely(rcu_free_fast(obj, field)))
+		return;
+	if (obj)
+		rcu_free_nolock_slow(obj, field);
+}
+
+/* The owner's side of tc->rcu_want: empty sheaves in the slots that
+ * rcu_free_nolock() found empty.  Other threads only take sheaves out of a
+ * slot, so the compare-and-swap fails only if a handler that ran meanwhile
+ * put one there (from the barn). */
+void rcu_provision(struct thread_cache *tc)
+{
+	uint64_t want = __atomic_exchange_n(&tc->rcu_want, 0, __ATOMIC_RELAXED);
+	while (want) {
+		unsigned int cls = (unsigned int)__builtin_ctzll(want);
+		want &= want - 1;
+		struct sheaf_cache *c = &kmalloc_caches[cls];
+		struct sheaf **slot = &tc->pcs[cls].rcu_free;
+		if (__atomic_load_n(slot, __ATOMIC_RELAXED) || !c->sheaf_capacity)
+			continue;
+		struct sheaf *s = barn_get_empty(c);
+		if (!s)
+			s = sheaf_new(c);
+		if (!s)
+			continue;
+		s->cache = c;
+		struct sheaf *expect = NULL;
+		if (!__atomic_compare_exchange_n(slot, &expect, s, false, __ATOMIC_RELEASE,
+						 __ATOMIC_RELAXED))
+			barn_put_empty(c, s);
+	}
 }
 
 void rcu_nolock_poll(void)

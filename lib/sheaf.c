@@ -208,6 +208,8 @@ static struct thread_cache *tc_enter(void)
 	struct thread_cache *tc = thread_cache_get();
 	if (tc && unlikely(tc->nolock_want))
 		nolock_refill(tc);
+	if (tc && unlikely(__atomic_load_n(&tc->rcu_want, __ATOMIC_RELAXED)))
+		rcu_provision(tc);
 	return tc;
 }
 

@@ -70,6 +70,55 @@ static void hook(int point)
 	}
 }
 
+/*
+ * rcu_free_nolock() cannot allocate a sheaf: a call that leaves its slot
+ * empty (hand-off of a full sheaf, or nothing to be had) asks for one in
+ * tc->rcu_want, and the thread's next slow path puts an empty sheaf there,
+ * so that the calls after it need not link objects.  The first object in
+ * such a sheaf marks the thread dirty, so that the drain thread comes for
+ * the partial sheaf (checked with a plain rcu_free(), whose first push is
+ * the same slot_push() rcu_free_nolock()'s slow path mirrors).
+ */
+static void test_rcu_provision(void)
+{
+	struct thread_cache *tc = sheaf_tc;
+	unsigned int cls = size_to_class(sizeof(struct obj));
+	struct sheaf_cache *c = &kmalloc_caches[cls];
+	struct sheaf **slot = &tc->pcs[cls].rcu_free;
+	unsigned int delay = sheaf_opt.rcu_delay_ms;
+	__atomic_store_n(&sheaf_opt.rcu_delay_ms, 600000u, __ATOMIC_RELAXED);   /* no steal meanwhile */
+	REQUIRE(rcu_free_barrier() == 0);
+	int n = 0;
+	while (!(__atomic_load_n(&tc->rcu_want, __ATOMIC_RELAXED) & (1ull << cls)) && n < 100000) {
+		struct obj *o = sheaf_malloc(sizeof(*o));
+		REQUIRE(o);
+		rcu_free_nolock(o, rp);
+		n++;
+	}
+	CHECKF(n < 100000, "rcu_free_nolock() never asked for an rcu sheaf (%d calls)", n);
+	CHECK(__atomic_load_n(slot, __ATOMIC_ACQUIRE) == NULL);
+	REQUIRE(rcu_free_barrier() == 0);   /* the thread is clean again */
+	CHECK(!__atomic_load_n(&tc->rcu_dirty, __ATOMIC_RELAXED));
+	/* A slow path of this thread provisions the slot. */
+	sheaf_free(cache_alloc_any(c));
+	struct sheaf *s = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+	CHECKF(s && s != RCU_CLAIMED && s->size == 0 && s->cache == c,
+	       "the slow path left the rcu slot at %p, not an empty sheaf", (void *)s);
+	CHECK(__atomic_load_n(&tc->rcu_want, __ATOMIC_RELAXED) == 0);
+	struct sheaf_cache_stats st0, st1;
+	sheaf_cache_stats_get(c, &st0);
+	struct obj *o = sheaf_malloc(sizeof(*o));
+	REQUIRE(o);
+	rcu_free_nolock(o, rp);
+	sheaf_cache_stats_get(c, &st1);
+	CHECK(__atomic_load_n(slot, __ATOMIC_ACQUIRE) == s && s->size == 1);
+	CHECK(st1.events[SHEAF_STAT_free_rcu_sheaf_fail] == st0.events[SHEAF_STAT_free_rcu_sheaf_fail]);
+	CHECKF(__atomic_load_n(&tc->rcu_dirty, __ATOMIC_RELAXED), "the first object in a provisioned sheaf did not mark the thread dirty");
+	REQUIRE(rcu_free_barrier() == 0);
+	CHECK(__atomic_load_n(slot, __ATOMIC_ACQUIRE) == NULL);
+	__atomic_store_n(&sheaf_opt.rcu_delay_ms, delay, __ATOMIC_RELAXED);
+}
+
 static int64_t live(void)
 {
 	struct sheaf_stats s;
@@ -126,6 +175,8 @@ int main(void)
 	sheaf_test_hook = NULL;
 	for (int i = 0; i < 16; i++)
 		sheaf_free(held[i]);
+	if (!(sheaf_build_flags() & SHEAF_BUILD_TINY))
+		test_rcu_provision();
 	REQUIRE(rcu_free_barrier() == 0);
 	sheaf_free(sheaf_malloc(8));   /* runs deferred nolock frees */
 	int64_t end = live();
