@@ -120,8 +120,10 @@ SHEAF_API void sheaf_rcu_free_nolock_field(void *obj, void *field);
  * callable from a handler that interrupted anything, sheaf's malloc, free,
  * rcu_free() and rcu_free_nolock() included; it never blocks, allocates,
  * takes a lock or calls call_rcu().  Uses the thread's rcu_free sheaf when
- * the interrupted code is not using it and it has room, else links the
- * object through `field` for the drain thread.  The object still waits a
+ * the interrupted code is not using it and it has room, else an empty sheaf
+ * that the barn or the thread's own next malloc/free slow path provides,
+ * else links the object through `field` for the drain thread.  Outside a
+ * handler it costs about what rcu_free() does.  The object still waits a
  * full grace period, and rcu_free_barrier() waits for it too.
  */
 #define rcu_free_nolock(ptr, field)                                                     \
