@@ -15,7 +15,7 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 # Needed to build and test; the peers are only compared against.
 PKGS_BUILD="build-essential autoconf automake libtool pkg-config liburcu-dev libunwind-dev libbenchmark-dev valgrind"
-PKGS_TEST="git python3 gcc clang gawk gnuplot-nox libclang-rt-14-dev llvm-14"
+PKGS_TEST="git python3 gcc clang gawk gnuplot-nox libclang-rt-14-dev llvm-14 cppcheck clang-tidy"
 PKGS_PEERS="libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0"
 
 missing_pkgs() {

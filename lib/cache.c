@@ -259,6 +259,7 @@ static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep
 	struct slab *out = NULL;
 	while (c->nr_empty > keep && (force || cache_retained_bytes() > sheaf_opt.slab_retain)) {
 		struct slab *s = c->empty;
+		sheaf_assert(s);   /* nr_empty counts the list */
 		slab_list_del(c, s);
 		s->next = out;
 		out = s;
@@ -321,6 +322,7 @@ void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
 			lo = s->base;
 			hi = lo + (uintptr_t)s->objects * s->size;
 		}
+		sheaf_assert(s);   /* the first object always looks its slab up */
 		if (unlikely(!slab_put(s, objs[i]))) {
 			stat(c, free_invalid);
 			if (c->debug) {

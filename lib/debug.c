@@ -223,6 +223,7 @@ void *debug_on_alloc(struct sheaf_cache *c, void *slot)
 {
 	uint8_t *obj = (uint8_t *)slot + c->obj_offset;
 	struct slab *s = (struct slab *)pagemap_lookup((uintptr_t)obj);
+	sheaf_assert(s);   /* just taken from one of c's slabs */
 	uint32_t idx = slab_index(s, (uintptr_t)obj);
 	struct track *a = track_of(s, idx, false);
 	if (a)
@@ -247,6 +248,7 @@ void debug_set_size(struct sheaf_cache *c, void *obj, size_t size)
 	if (!(c->debug & DEBUG_Z) || size >= c->object_size)
 		return;
 	struct slab *s = (struct slab *)pagemap_lookup((uintptr_t)obj);
+	sheaf_assert(s);   /* malloc() just took it from one of c's slabs */
 	struct track *t = track_of(s, slab_index(s, (uintptr_t)obj), false);
 	if (!t)
 		return;

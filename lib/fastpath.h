@@ -85,6 +85,7 @@ static inline __attribute__((always_inline)) void free_entry(void *ptr, uintptr_
 	struct thread_cache *tc = sheaf_tc;
 	const struct slab *slab = (const struct slab *)e;
 	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES)) {
+		sheaf_assert(ptr);   /* page 0 is never in the page map */
 		uint32_t idx = slab_index(slab, (uintptr_t)ptr);
 		/* obj_marker(): a branch, not a cmov, so that the usual
 		 * in-block marker load does not wait for the index. */

@@ -58,7 +58,9 @@ static void free_deferred(void *p)
 		large_free((struct large *)(e & ~PM_TAG_LARGE));
 		return;
 	}
-	/* Already validated and marked free by sheaf_free_nolock(). */
+	/* Already validated and marked free by sheaf_free_nolock(); still
+	 * allocated as far as its slab knows, so the slab is mapped. */
+	sheaf_assert(e);
 	cache_free_any(((struct slab *)e)->cache, p);
 }
 

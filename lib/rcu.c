@@ -647,6 +647,7 @@ static bool rcu_check(void *obj, void *field, const char *func, uintptr_t *entry
 		struct slab *s = cache_check_free(func, e, obj);
 		if (!s)
 			return false;
+		e = (uintptr_t)s;   /* the same entry, known to be a slab */
 		size = s->cache->object_size;
 	}
 	if (field && ((uintptr_t)field < (uintptr_t)obj ||

@@ -244,6 +244,7 @@ void *cache_alloc_any(struct sheaf_cache *c)
 static void debug_free(struct sheaf_cache *c, void *obj)
 {
 	struct slab *s = (struct slab *)pagemap_lookup((uintptr_t)obj);
+	sheaf_assert(s);   /* free() found obj in one of c's slabs */
 	lock_acquire(&c->lock);
 	bool already = slab_obj_is_free(s, slab_index(s, (uintptr_t)obj));
 	if (c->debug & DEBUG_F)

@@ -75,9 +75,9 @@ static void hook(int point)
  * empty (hand-off of a full sheaf, or nothing to be had) asks for one in
  * tc->rcu_want, and the thread's next slow path puts an empty sheaf there,
  * so that the calls after it need not link objects.  The first object in
- * such a sheaf marks the thread dirty, so that the drain thread comes for
- * the partial sheaf (checked with a plain rcu_free(), whose first push is
- * the same slot_push() rcu_free_nolock()'s slow path mirrors).
+ * such a sheaf (pushed by the slow path: the inline fast path leaves empty
+ * sheaves alone) marks the thread dirty, so that the drain thread comes for
+ * the partial sheaf; rcu_free() is checked the same way.
  */
 static void test_rcu_provision(void)
 {
@@ -113,9 +113,21 @@ static void test_rcu_provision(void)
 	sheaf_cache_stats_get(c, &st1);
 	CHECK(__atomic_load_n(slot, __ATOMIC_ACQUIRE) == s && s->size == 1);
 	CHECK(st1.events[SHEAF_STAT_free_rcu_sheaf_fail] == st0.events[SHEAF_STAT_free_rcu_sheaf_fail]);
-	CHECKF(__atomic_load_n(&tc->rcu_dirty, __ATOMIC_RELAXED), "the first object in a provisioned sheaf did not mark the thread dirty");
+	CHECKF(__atomic_load_n(&tc->rcu_dirty, __ATOMIC_RELAXED),
+	       "rcu_free_nolock()'s first object in a provisioned sheaf did not mark the thread dirty");
 	REQUIRE(rcu_free_barrier() == 0);
 	CHECK(__atomic_load_n(slot, __ATOMIC_ACQUIRE) == NULL);
+	/* rcu_free() into an empty sheaf in the slot: slot_push() marks. */
+	__atomic_fetch_or(&tc->rcu_want, 1ull << cls, __ATOMIC_RELAXED);
+	sheaf_free(cache_alloc_any(c));
+	REQUIRE(__atomic_load_n(slot, __ATOMIC_ACQUIRE) != NULL);
+	CHECK(!__atomic_load_n(&tc->rcu_dirty, __ATOMIC_RELAXED));
+	o = sheaf_malloc(sizeof(*o));
+	REQUIRE(o);
+	rcu_free(o, rp);
+	CHECKF(__atomic_load_n(&tc->rcu_dirty, __ATOMIC_RELAXED),
+	       "rcu_free()'s first object in a provisioned sheaf did not mark the thread dirty");
+	REQUIRE(rcu_free_barrier() == 0);
 	__atomic_store_n(&sheaf_opt.rcu_delay_ms, delay, __ATOMIC_RELAXED);
 }
 
