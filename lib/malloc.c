@@ -101,6 +101,36 @@ size_t do_usable_size(const void *ptr)
 	return s->cache->object_size;
 }
 
+/*
+ * Zeroes n <= CALLOC_INLINE_MAX bytes with a few overlapping stores, not a
+ * call to memset: for a small calloc() the call and memset's size dispatch
+ * cost about as much as the allocation.  Exactly n bytes: a debugged
+ * class keeps a red zone right after the requested size.
+ */
+#define CALLOC_INLINE_MAX 128
+typedef uint64_t zero16_t __attribute__((vector_size(16)));
+static inline __attribute__((always_inline)) void zero_small(unsigned char *p, size_t n)
+{
+	const zero16_t z = { 0, 0 };
+	if (n >= 16) {
+		for (size_t i = 0; i + 16 < n; i += 16) {
+			__builtin_memcpy(p + i, &z, 16);
+			__asm__("" : : "r"(p) : "memory");   /* not a call to memset */
+		}
+		__builtin_memcpy(p + n - 16, &z, 16);
+	} else if (n >= 8) {
+		__builtin_memcpy(p, &z, 8);
+		__builtin_memcpy(p + n - 8, &z, 8);
+	} else if (n >= 4) {
+		__builtin_memcpy(p, &z, 4);
+		__builtin_memcpy(p + n - 4, &z, 4);
+	} else if (n) {
+		p[0] = 0;
+		p[n / 2] = 0;
+		p[n - 1] = 0;
+	}
+}
+
 void *do_calloc(size_t nmemb, size_t size)
 {
 	size_t total;
@@ -122,7 +152,9 @@ void *do_calloc(size_t nmemb, size_t size)
 		return p;
 	}
 	void *p = malloc_fast(total);
-	if (p)
+	if (likely(p && total <= CALLOC_INLINE_MAX))
+		zero_small(p, total);
+	else if (p)
 		memset(p, 0, total);
 	return p;
 }
