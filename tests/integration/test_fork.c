@@ -19,6 +19,15 @@
  * Every fourth child also forks a grandchild (a fork from a process that
  * was itself forked, after it ran a thread) which does the same work.
  *
+ * No fork happens before every worker is running.  A thread that is
+ * starting (or exiting) allocates inside libc, and under AddressSanitizer
+ * that is ASan's own allocator, whose locks clang 14's runtime does not
+ * take around fork(): a fork at that instant leaves the child with ASan's
+ * lock held, and the child's own thread start hangs on it - in ASan, not
+ * in sheaf (seen in CI's check-sanitize: the stack ends in
+ * SizeClassAllocator64::GetFromAllocator).  Once running, the workers only
+ * call sheaf, whose locks are what this test is about.
+ *
  * A deadlock must fail the test, not hang it: every child and grandchild
  * arms alarm() first thing, so a stuck one dies of SIGALRM and the parent
  * reports it; the parent arms its own alarm too.  No timing assertion:
@@ -281,6 +290,7 @@ static int child_body(uint64_t seed, bool may_fork)
 static atomic_bool stop;
 static atomic_long worker_errors;
 static atomic_int forks_from_worker;
+static atomic_int workers_started;    /* fork only once all are running */
 static pid_t worker_child = -1;       /* written by worker 0 before it exits */
 
 struct worker {
@@ -296,6 +306,7 @@ static void *worker(void *vp)
 	uint64_t s = 0xC0FFEEull * (uint64_t)(w->id + 1);
 	uint32_t tag = (uint32_t)w->id << 24;
 
+	atomic_fetch_add(&workers_started, 1);
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		struct blk *x = &b[rnd(&s) % WSLOTS];
 		if (x->p) {
@@ -334,7 +345,8 @@ static void *worker(void *vp)
 		}
 		w->rounds++;
 		/* Worker 0 forks once, from inside its allocation loop. */
-		if (w->id == 0 && w->rounds == 20000 && atomic_load(&forks_from_worker) == 0) {
+		if (w->id == 0 && w->rounds >= 20000 && atomic_load(&forks_from_worker) == 0 &&
+		    atomic_load(&workers_started) == NWORKERS) {
 			atomic_store(&forks_from_worker, 1);
 			pid_t p = fork();
 			if (p == 0) {
@@ -448,6 +460,8 @@ int main(void)
 		REQUIRE(pthread_create(&w[i].tid, NULL, worker, &w[i]) == 0);
 	}
 
+	while (atomic_load(&workers_started) < NWORKERS)
+		sleep_ms(1);
 	int failed = 0;
 	for (int k = 0; k < NFORKS; k++) {
 		/* Let the workers get going, and vary the moment of fork. */
