@@ -58,16 +58,17 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 
 /*
  * free()'s checks and push, shared with sheaf_cache_free(): `ptr` lies in
- * `slab`, in object `idx`, whose free marker is at `mark`.  True when it
- * was that object's start, not free already, and went onto the main sheaf
+ * `slab`, idx = slab_start_index(slab, ptr), and the free marker of object
+ * `idx` (if there is one) is at `mark`.  True when it was an object's
+ * start, not free already, and went onto the main sheaf
  * of `pcs`; false (nothing changed) leaves the decision to the slow path.
  */
 static inline __attribute__((always_inline)) bool
-sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint32_t idx, uintptr_t *mark)
+sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint64_t idx, uintptr_t *mark)
 {
 	struct sheaf *s = pcs->main;
-	if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == (uintptr_t)ptr - slab->base &&
-		   (!config_harden || *mark != free_marker(ptr)) && s->size < s->capacity)) {
+	if (likely(idx < slab->objects && (!config_harden || *mark != free_marker(ptr)) &&
+		   s->size < s->capacity)) {
 		if (config_harden)
 			*mark = free_marker(ptr);
 		s->objects[s->size] = ptr;
@@ -86,7 +87,7 @@ static inline __attribute__((always_inline)) void free_entry(void *ptr, uintptr_
 	const struct slab *slab = (const struct slab *)e;
 	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES)) {
 		sheaf_assert(ptr);   /* page 0 is never in the page map */
-		uint32_t idx = slab_index(slab, (uintptr_t)ptr);
+		uint64_t idx = slab_start_index(slab, (uintptr_t)ptr);
 		/* obj_marker(): a branch, not a cmov, so that the usual
 		 * in-block marker load does not wait for the index. */
 		uintptr_t *mark = (uintptr_t *)ptr;

@@ -323,17 +323,20 @@ struct slab {
 	 */
 	uintptr_t base;            /* first object                        */
 	uint64_t recip;            /* ceil(2^40 / size): index w/o division */
+	uint64_t inv;              /* slab_start_index(): see there        */
 	uint32_t size;             /* object stride                       */
 	uint16_t cls;              /* size class, CLASS_NONE for user caches */
 	uint8_t order;             /* run is SLAB_MIN_BYTES << order      */
 	bool guard;                /* last page PROT_NONE (secure mode)   */
 	uint32_t objects;
+	uint8_t rot;               /* slab_start_index(): ctz(size)        */
 	struct sheaf_cache *cache;
-	struct track *tracks;      /* SHEAF_DEBUG=U: 2 per object (debug.c) */
-	uintptr_t run;             /* the pages: base, or below it (secure) */
 	uintptr_t *marks;          /* free markers, one per object (ext_marks) */
+	/* Written once as well, but read by slow paths only. */
+	struct track *tracks __attribute__((aligned(CACHELINE))); /* SHEAF_DEBUG=U: 2 per object */
+	uintptr_t run;             /* the pages: base, or below it (secure) */
 	/* Under cache->lock. */
-	uint32_t inuse __attribute__((aligned(CACHELINE))); /* not in the freemap */
+	uint32_t inuse;            /* not in the freemap                  */
 	uint8_t list;              /* enum slab_list                      */
 	uint32_t empty_since;      /* ms (coarse clock) it became empty    */
 	struct slab *next, *prev;
@@ -347,6 +350,34 @@ static inline uint32_t slab_index(const struct slab *s, uintptr_t addr)
 static inline uint64_t slab_recip(uint32_t size)
 {
 	return (((uint64_t)1 << RECIP_SHIFT) + size - 1) / size;
+}
+/*
+ * The index of the object that starts at `addr`, or a number >= s->objects
+ * when none does (an interior pointer, or outside the slab, below it
+ * included): free()'s two questions in one multiplication.  With the
+ * stride size = m << rot, m odd, and inv = m^-1 mod 2^64, the product
+ * off * inv is off / m when m divides off and above (2^64 - 1) / m when it
+ * does not (multiplying by inv permutes the integers mod 2^64 and maps the
+ * multiples of m onto [0, (2^64 - 1) / m]); rotating right by rot then
+ * yields off / size when the low rot bits are zero, and puts a set bit at
+ * the top, a number >= 2^(64 - rot), when they are not (Granlund and
+ * Montgomery's exact division).  Either way a non-start lands above
+ * (2^64 - 1) / size, far beyond any slab's object count.  It replaces a
+ * reciprocal multiply, a multiply back and two compares.
+ */
+static inline uint64_t slab_start_index(const struct slab *s, uintptr_t addr)
+{
+	uint64_t q = (addr - s->base) * s->inv;
+	return (q >> s->rot) | (q << ((64 - s->rot) & 63));
+}
+/* inv and rot of slab_start_index() for a stride. */
+static inline uint64_t slab_inverse(uint32_t size, uint8_t *rot)
+{
+	*rot = (uint8_t)__builtin_ctz(size);
+	uint64_t m = size >> *rot, x = m;   /* m * m == 1 mod 8: 3 bits */
+	for (int i = 0; i < 5; i++)         /* each step doubles them: 96 */
+		x *= 2 - m * x;
+	return x;
 }
 struct slab *slab_create(struct sheaf_cache *c);
 void slab_destroy(struct slab *s);

@@ -73,6 +73,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 		s->base += (bytes - (size_t)objects * c->size) & ~(size_t)(c->align - 1);
 	}
 	s->recip = c->recip;
+	s->inv = slab_inverse(c->size, &s->rot);
 	s->size = c->size;
 	s->cls = c->debug ? CLASS_NONE : c->cls;   /* debugged: never the free fast path */
 	s->order = c->slab_order;

@@ -17,7 +17,12 @@
  *   - a constructor runs exactly once per object, on that object's start,
  *     when the slab is created, and not again when objects are taken and
  *     put back; the free marker of a ctor cache lies after the object;
- *   - the same holds for a slab of every malloc size class.
+ *   - the same holds for a slab of every malloc size class;
+ *   - slab_start_index() (free()'s exact division) gives the object's
+ *     index for every object start and a number >= the object count for
+ *     every other offset tried: each byte around each start, interior
+ *     bytes, addresses below the slab and past its end, for every stride
+ *     from 1 to 4,160 bytes and large ones, odd and even.
  */
 #include "internal.h"
 
@@ -232,9 +237,59 @@ static void test_ctor(void)
 	free(objs);
 }
 
+/* ------------------------------------------------------ slab_start_index */
+
+static unsigned long start_index_failures;
+
+static void start_index_one(uint32_t size, uint32_t objects)
+{
+	struct slab s = { .base = (uintptr_t)1 << 40, .size = size, .objects = objects };
+	s.inv = slab_inverse(size, &s.rot);
+	/* Whole strides around the slab, and bytes around each start. */
+	for (int64_t i = -3; i <= (int64_t)objects + 3; i++) {
+		for (int64_t d = -2; d <= 2; d++) {
+			int64_t off = i * (int64_t)size + d;
+			if (d && (d < 0 ? -d : d) >= (int64_t)size)
+				continue;
+			uint64_t got = slab_start_index(&s, s.base + (uintptr_t)off);
+			bool start = d == 0 && i >= 0 && i < (int64_t)objects;
+			if (start ? got != (uint64_t)i : got < objects) {
+				if (start_index_failures++ < 5)
+					fprintf(stderr, "slab_start_index: size %u objects %u offset %lld: %llu\n",
+						size, objects, (long long)off, (unsigned long long)got);
+			}
+		}
+	}
+	/* Interior bytes of a few objects, and far away on both sides. */
+	for (uint32_t k = 1; k < size && k < 64; k++) {
+		uint64_t got = slab_start_index(&s, s.base + (uintptr_t)(objects / 2) * size + k);
+		if (got < objects && start_index_failures++ < 5)
+			fprintf(stderr, "slab_start_index: size %u interior +%u: %llu\n", size, k,
+				(unsigned long long)got);
+	}
+	if (slab_start_index(&s, 0) < objects || slab_start_index(&s, UINTPTR_MAX) < objects ||
+	    slab_start_index(&s, s.base + ((uintptr_t)1 << 39)) < objects)
+		if (start_index_failures++ < 5)
+			fprintf(stderr, "slab_start_index: size %u: far address taken\n", size);
+}
+
+static void test_start_index(void)
+{
+	for (uint32_t size = 1; size <= 4160; size++)
+		start_index_one(size, (uint32_t)((SLAB_MIN_BYTES << 2) / size) + 1);
+	static const uint32_t big[] = { 8191, 12288, 20480, 24576, 32768, 40000, 65535, 65536,
+					 98304, 100000, 131072 };
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+		start_index_one(big[i], 64);
+	for (int c = 0; c < NR_CLASSES; c++)
+		start_index_one(kmalloc_caches[c].size, kmalloc_caches[c].objects_per_slab);
+	CHECKF(start_index_failures == 0, "slab_start_index wrong %lu times", start_index_failures);
+}
+
 int main(void)
 {
 	sheaf_init();
+	test_start_index();
 
 	/* User caches of a few shapes: odd stride, tail waste, big objects,
 	 * cache-line alignment, page alignment, the smallest and largest. */
