@@ -69,7 +69,7 @@ static struct sheaf *full_put(struct sheaf_cache *c, struct barn *b)
 		b->over_puts = 0;
 		return NULL;
 	}
-	if (++b->over_puts % 8 || coarse_ms() - b->over_since < sheaf_opt.barn_decay_ms)
+	if (++b->over_puts % 8 || ms_elapsed(coarse_ms(), b->over_since) < sheaf_opt.barn_decay_ms)
 		return NULL;
 	struct sheaf *out = NULL;
 	while (b->nr_full > c->barn_keep_full) {

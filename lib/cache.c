@@ -268,12 +268,12 @@ static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep
 	 * thread): empty slabs that stayed unused for slab_decay_ms go back
 	 * when the cache is next used.  The list is newest first. */
 	uint32_t now = coarse_ms();
-	if (!force && c->nr_empty > keep && now - c->decay_checked >= sheaf_opt.slab_decay_ms / 2) {
+	if (!force && c->nr_empty > keep && ms_elapsed(now, c->decay_checked) >= sheaf_opt.slab_decay_ms / 2) {
 		c->decay_checked = now;
 		unsigned long seen = 0;
 		for (struct slab *s = c->empty, *next; s; s = next) {
 			next = s->next;
-			if (++seen > keep && now - s->empty_since >= sheaf_opt.slab_decay_ms) {
+			if (++seen > keep && ms_elapsed(now, s->empty_since) >= sheaf_opt.slab_decay_ms) {
 				slab_list_del(c, s);
 				s->next = out;
 				out = s;

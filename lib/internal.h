@@ -85,6 +85,17 @@ static inline uint32_t coarse_ms(void)
 	return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
+/* Milliseconds from `since` to `now`, both coarse_ms() stamps, and 0 when
+ * `now` is the earlier: a stamp rounded up (barn.c sets the low bit, since
+ * 0 means "none") can be ahead of the clock for a tick, and an unsigned
+ * difference then reads as 49 days (barns flushed their burst sheaves at
+ * once, whenever the coarse clock's readings were even). */
+static inline uint32_t ms_elapsed(uint32_t now, uint32_t since)
+{
+	int32_t d = (int32_t)(now - since);
+	return d > 0 ? (uint32_t)d : 0;
+}
+
 /* Internal invariant checks: compiled in every build, executed in debug.
  * The static analyzer (clang-tidy, `make lint`) takes them as facts, so
  * that it does not follow paths the invariants rule out. */

@@ -238,7 +238,7 @@ static struct large *lc_add_locked(struct large *l)
 		evict = l;
 	}
 	while (lc_tail && (lc_bytes > sheaf_opt.large_cache ||
-			   (tick && now - lc_tail->cached_ms >= sheaf_opt.large_decay_ms))) {
+			   (tick && ms_elapsed(now, lc_tail->cached_ms) >= sheaf_opt.large_decay_ms))) {
 		struct large *old = lc_tail;
 		lc_unlink(old);
 		old->next = evict;

@@ -13,7 +13,8 @@
  *   - the barn never holds more full sheaves than the barn_full option, nor
  *     more empty ones than barn_empty; with barn_full=0 it keeps about a
  *     MiB of objects (8..256 sheaves) and parks up to 8x that, flushing the
- *     excess (barn_decay) once it has been over its keep for barn_decay_ms;
+ *     excess (barn_decay) once it has been over its keep for barn_decay_ms,
+ *     and not before (ms_elapsed(): a stamp ahead of the clock is no time);
  *   - a producer thread allocating and a consumer thread freeing the same
  *     objects pass whole sheaves through the barn (barn_put and barn_get
  *     both happen), every object arrives intact and is handed out once at a
@@ -185,6 +186,21 @@ static void alloc_then_free(struct sheaf_cache *c, void **objs, size_t n)
 	}
 	for (size_t i = 0; i < n; i++)
 		sheaf_cache_free(c, objs[i]);
+}
+
+/* The decay clocks' differences: a stamp ahead of the clock (barn.c rounds
+ * its stamp up to mark it set) is no time at all, not 49 days; the clock
+ * wrapping is not either.  With the plain unsigned difference, barns
+ * flushed their burst sheaves on the 8th put whenever the coarse clock's
+ * readings were even (test_default_barn_bound failed for minutes on end). */
+static void test_ms_elapsed(void)
+{
+	CHECK(ms_elapsed(1000, 1001) == 0);
+	CHECK(ms_elapsed(1001, 1000) == 1);
+	CHECK(ms_elapsed(1000, 1000) == 0);
+	CHECK(ms_elapsed(3, 0xfffffffeu) == 5);   /* across the wrap */
+	uint32_t now = coarse_ms();
+	CHECK(ms_elapsed(now, now | 1) == 0);
 }
 
 /* With barn_full=0 a barn keeps about 1 MiB of objects (8..256 sheaves) and
@@ -684,6 +700,7 @@ int main(void)
 	sheaf_init();
 	test_untouched_pages();   /* first: the 16 KiB class's slabs are fresh */
 	test_counts();
+	test_ms_elapsed();
 	test_default_barn_bound();
 	test_producer_consumer();
 	test_thread_exit();
