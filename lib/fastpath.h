@@ -37,6 +37,7 @@ static inline __attribute__((always_inline)) void *class_pop(struct thread_cache
 	struct sheaf *s = pcs->main;
 	if (likely(s->size)) {
 		void *p = s->objects[--s->size];
+		sheaf_assume(p != NULL);   /* malloc_fast() need not test p again */
 		pcs->alloc_fast++;
 		if (config_harden)
 			*(cls < CLASS_PAGE ? (uintptr_t *)p : slab_marker(p)) = 0;   /* obj_mark_alloc() */

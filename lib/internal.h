@@ -113,6 +113,15 @@ static inline uint32_t ms_elapsed(uint32_t now, uint32_t since)
 	} while (0)
 #endif
 
+/* An invariant the compiler may also rely on in release builds (checked
+ * in debug builds): for facts of a fast path that spare it a test. */
+#define sheaf_assume(cond)                                                       \
+	do {                                                                     \
+		sheaf_assert(cond);                                              \
+		if (!config_debug && !(cond))                                    \
+			__builtin_unreachable();                                 \
+	} while (0)
+
 #define PAGE_SHIFT 12
 #define PAGE_SIZE  ((size_t)1 << PAGE_SHIFT)
 #define CACHELINE  64
