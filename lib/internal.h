@@ -47,8 +47,17 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
+#if HAVE_DECL___LIBC_SINGLE_THREADED
+#include <sys/single_threaded.h>
+#endif
 
 #include "sheaf.h"
+
+/* Everything declared from here on is the library's own (-fvisibility=hidden
+ * covers definitions only): the compiler then addresses these globals
+ * directly, not through the GOT, e.g. free()'s load of sheaf_free_key and
+ * memalign's class table.  No system header may be included below. */
+#pragma GCC visibility push(hidden)
 
 #define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -161,7 +170,6 @@ void lock_wake(sheaf_lock_t *l);
  * it again only in a fork child, where we are alone as well.
  */
 #if HAVE_DECL___LIBC_SINGLE_THREADED
-#include <sys/single_threaded.h>
 static inline bool lock_single(void) { return __libc_single_threaded; }
 #else
 static inline bool lock_single(void) { return false; }
@@ -841,5 +849,7 @@ void rcu_free_now(void *obj);
 void stats_cache_snapshot(struct sheaf_cache *c, struct sheaf_cache_stats *st);
 void stats_init(void);
 void stats_at_exit(void);
+
+#pragma GCC visibility pop
 
 #endif /* SHEAF_INTERNAL_H */
