@@ -93,7 +93,9 @@ static inline __attribute__((always_inline)) void free_entry(void *ptr, uintptr_
 		 * in-block marker load does not wait for the index. */
 		uintptr_t *mark = (uintptr_t *)ptr;
 		if (unlikely(slab->marks != NULL)) {
-			mark = &slab->marks[idx];
+			/* Integer arithmetic: idx may be ~2^64 (no object
+			 * starts at ptr), and mark is read only below it. */
+			mark = (uintptr_t *)((uintptr_t)slab->marks + idx * sizeof(uintptr_t));
 			__asm__ volatile("" : "+r"(mark));   /* no if-conversion */
 		}
 		if (likely(sheaf_push_checked(slab, &tc->pcs[slab->cls], ptr, idx, mark)))

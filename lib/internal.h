@@ -371,6 +371,8 @@ struct slab {
 	uint64_t freemap[];        /* bit set = object free in this slab  */
 };
 
+_Static_assert(offsetof(struct slab, marks) + sizeof(uintptr_t *) <= CACHELINE,
+	       "the fields free()'s fast path reads share one cache line");
 static inline uint32_t slab_index(const struct slab *s, uintptr_t addr)
 {
 	return (uint32_t)(((addr - s->base) * s->recip) >> RECIP_SHIFT);

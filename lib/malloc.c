@@ -517,7 +517,8 @@ void sheaf_cache_free(struct sheaf_cache *c, void *obj)
 	struct pcs *pcs = cache_pcs_fast(sheaf_tc, c);
 	if (likely(pcs && e && !(e & PM_TAG_LARGE) && slab->cache == c && !c->obj_offset)) {
 		uint64_t idx = slab_start_index(slab, (uintptr_t)obj);
-		uintptr_t *mark = slab->marks ? &slab->marks[idx] : (uintptr_t *)((uintptr_t)obj + c->marker_off);
+		uintptr_t *mark = slab->marks ? (uintptr_t *)((uintptr_t)slab->marks + idx * sizeof(uintptr_t))
+					      : (uintptr_t *)((uintptr_t)obj + c->marker_off);
 		if (likely(sheaf_push_checked(slab, pcs, obj, idx, mark)))
 			return;
 	}
