@@ -34,9 +34,10 @@ int do_malloc_trim(size_t pad);
 static inline __attribute__((always_inline)) void *class_pop(struct thread_cache *tc, unsigned int cls)
 {
 	struct pcs *pcs = &tc->pcs[cls];
-	struct sheaf *s = pcs->main;
-	if (likely(s->size)) {
-		void *p = s->objects[--s->size];
+	uint32_t n = pcs->size;
+	if (likely(n)) {
+		void *p = pcs->main->objects[--n];
+		pcs->size = n;
 		sheaf_assume(p != NULL);   /* malloc_fast() need not test p again */
 		pcs->alloc_fast++;
 		if (config_harden)
@@ -67,14 +68,14 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 static inline __attribute__((always_inline)) bool
 sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint64_t idx, uintptr_t *mark)
 {
-	struct sheaf *s = pcs->main;
+	uint32_t n = pcs->size;
 	if (likely(idx < slab->objects && (!config_harden || *mark != free_marker(ptr)) &&
-		   s->size < s->capacity)) {
+		   n < pcs->capacity)) {
 		if (config_harden)
 			*mark = free_marker(ptr);
-		s->objects[s->size] = ptr;
+		pcs->main->objects[n] = ptr;
 		barrier();
-		s->size++;
+		pcs->size = n + 1;
 		pcs->free_fast++;
 		return true;
 	}

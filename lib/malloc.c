@@ -497,9 +497,10 @@ void *sheaf_cache_alloc(struct sheaf_cache *c)
 {
 	struct pcs *pcs = cache_pcs_fast(sheaf_tc, c);
 	if (likely(pcs)) {
-		struct sheaf *s = pcs->main;
-		if (likely(s->size)) {
-			void *p = s->objects[--s->size];
+		uint32_t n = pcs->size;
+		if (likely(n)) {
+			void *p = pcs->main->objects[--n];
+			pcs->size = n;
 			pcs->alloc_fast++;
 			obj_mark_alloc(c, p);
 			return p;
@@ -556,13 +557,13 @@ size_t sheaf_cache_alloc_bulk(struct sheaf_cache *c, size_t n, void **out)
 	size_t got = 0;
 	while (got < n) {
 		struct pcs *pcs = cache_pcs_fast(sheaf_tc, c);
-		struct sheaf *s = pcs ? pcs->main : NULL;
-		if (s && s->size) {
-			uint32_t k = s->size < n - got ? s->size : (uint32_t)(n - got);
-			s->size -= k;
+		if (pcs && pcs->size) {
+			uint32_t k = pcs->size < n - got ? pcs->size : (uint32_t)(n - got);
+			void **top = pcs->main->objects + pcs->size;
+			pcs->size -= k;
 			barrier();
 			for (uint32_t i = 0; i < k; i++) {
-				void *p = s->objects[s->size + k - 1 - i];
+				void *p = top[-1 - (int32_t)i];
 				obj_mark_alloc(c, p);
 				out[got + i] = p;
 			}

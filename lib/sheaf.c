@@ -75,7 +75,7 @@ static void *alloc_direct(struct sheaf_cache *c)
 
 void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 {
-	struct sheaf *main = pcs->main;
+	struct sheaf *main = pcs_main_out(pcs);
 
 	if (main == &sheaf_empty) {
 		/* First allocation from this cache by this thread. */
@@ -85,11 +85,10 @@ void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 			if (!main)
 				return alloc_direct(c);
 		}
-		pcs->main = main;
 	} else if (pcs->spare && pcs->spare->size) {
-		pcs->main = pcs->spare;
+		struct sheaf *spare = pcs->spare;
 		pcs->spare = main;
-		main = pcs->main;
+		main = spare;
 		stat(c, sheaf_swap);
 	} else if (!pcs->spare) {
 		/* Keep the empty main as spare: the next burst of frees will
@@ -97,19 +96,21 @@ void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 		struct sheaf *full = barn_get_full(c);
 		if (full) {
 			pcs->spare = main;
-			pcs->main = main = full;
+			main = full;
 		}
 	} else {
 		struct sheaf *full = barn_replace_empty_sheaf(c, main);
 		if (full)
-			pcs->main = main = full;
+			main = full;
 	}
 
-	if (!main->size && !sheaf_refill(c, main)) {
+	bool empty = !main->size && !sheaf_refill(c, main);
+	void *p = empty ? NULL : main->objects[--main->size];
+	pcs_set_main(pcs, main);
+	if (empty) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	void *p = main->objects[--main->size];
 	obj_mark_alloc(c, p);
 	stat(c, alloc_slow);   /* counted only when it succeeds: stats derive live objects */
 	return p;
@@ -117,7 +118,7 @@ void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 
 void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
 {
-	struct sheaf *main = pcs->main;
+	struct sheaf *main = pcs_main_out(pcs);
 	obj_mark_free(c, obj);
 	stat(c, free_slow);
 
@@ -127,11 +128,9 @@ void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
 			main = sheaf_new(c);
 		if (!main)
 			goto direct;
-		pcs->main = main;
 	} else if (main->size == main->capacity) {
 		struct sheaf *spare = pcs->spare, *empty;
 		if (spare && spare->size < spare->capacity) {
-			pcs->main = spare;
 			pcs->spare = main;
 			main = spare;
 			stat(c, sheaf_swap);
@@ -141,21 +140,21 @@ void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
 				empty = sheaf_new(c);
 			if (empty) {
 				pcs->spare = main;
-				pcs->main = main = empty;
+				main = empty;
 			} else {
 				sheaf_flush(c, main);
 			}
 		} else if ((empty = barn_replace_full_sheaf(c, main))) {
-			pcs->main = main = empty;
+			main = empty;
 		} else {
 			/* The barn holds enough full sheaves: objects go back
 			 * to their slabs, which may then return memory. */
 			sheaf_flush(c, main);
 		}
 	}
-	main->objects[main->size] = obj;
-	barrier();  /* a signal handler or fork child sees size only after the slot */
-	main->size++;
+	main->objects[main->size++] = obj;
+	barrier();  /* a signal handler's fork() child sees the size only after the slot */
+	pcs_set_main(pcs, main);
 	return;
 
 direct:
@@ -175,8 +174,8 @@ static void pcs_give_back(struct sheaf_cache *c, struct sheaf *s)
 
 void pcs_drain(struct sheaf_cache *c, struct pcs *pcs)
 {
-	struct sheaf *main = pcs->main, *spare = pcs->spare;
-	pcs->main = &sheaf_empty;
+	struct sheaf *main = pcs_main_out(pcs), *spare = pcs->spare;
+	pcs_set_main(pcs, &sheaf_empty);
 	pcs->spare = NULL;
 	pcs_give_back(c, main);
 	pcs_give_back(c, spare);
@@ -226,9 +225,8 @@ void *cache_alloc_any(struct sheaf_cache *c)
 	void *p;
 	if (!pcs) {
 		p = alloc_direct(c);
-	} else if (pcs->main->size) {
-		struct sheaf *s = pcs->main;
-		p = s->objects[--s->size];
+	} else if (pcs->size) {
+		p = pcs->main->objects[--pcs->size];
 		pcs->alloc_fast++;
 		obj_mark_alloc(c, p);
 	} else {
@@ -278,12 +276,11 @@ void cache_free_any(struct sheaf_cache *c, void *obj)
 		stat(c, free_slow);
 		cache_free_to_slabs(c, &obj, 1);
 		stat(c, slab_direct);
-	} else if (pcs->main->size < pcs->main->capacity) {
-		struct sheaf *s = pcs->main;
+	} else if (pcs->size < pcs->capacity) {
 		obj_mark_free(c, obj);
-		s->objects[s->size] = obj;
+		pcs->main->objects[pcs->size] = obj;
 		barrier();
-		s->size++;
+		pcs->size++;
 		pcs->free_fast++;
 	} else {
 		test_hook(HOOK_FREE_SLOW);
