@@ -614,7 +614,8 @@ static void rcu_queue(void *obj, void *field, uintptr_t e)
 	 * build (no batching, as the kernel's KVFREE_RCU_BATCHED=n): wait
 	 * here. */
 	urcu_qsbr_synchronize_rcu();
-	rcu_free_now(obj);
+	if (rcu_free_counted(obj))
+		__atomic_fetch_add(&rcu_freed_objs, 1, __ATOMIC_RELAXED);
 }
 
 static void rcu_tiny_callback(struct rcu_head *head)

@@ -137,9 +137,11 @@ SHEAF_API void sheaf_rcu_free_nolock_field(void *obj, void *field);
 /*
  * rcu_free_mightsleep(ptr) - free `ptr` after a grace period, without a
  * field in the object.  Batched through pointer arrays like rcu_free(); only
- * when no memory for an array can be had does it wait for a grace period
- * itself (synchronize_rcu), so it must not be called from inside an RCU
- * read-side critical section.  Thread-safe; may block.
+ * when no memory for an array can be had (and always in a --enable-tiny
+ * build) does it wait for a grace period itself (synchronize_rcu), so it
+ * must not be called from inside an RCU read-side critical section.  A
+ * registered thread that waits is offline meanwhile: that is a quiescent
+ * state, and its earlier rcu_free()s may complete.  Thread-safe; may block.
  */
 #define rcu_free_mightsleep(ptr) sheaf_rcu_free_nofield(ptr)
 

@@ -208,6 +208,7 @@ static struct pending pend[NPENDING];
 static unsigned int npend;
 static uint32_t next_id = 1;
 static bool faults_armed;       /* page_fail_next() in force this input */
+static bool tiny_build;         /* SHEAF_BUILD_TINY: rcu_free_mightsleep() waits */
 static bool online;             /* registered reader, online */
 static bool in_thread;          /* running inside an xthread op */
 static bool rcu_used;
@@ -1043,6 +1044,7 @@ static void op_rcu_free(struct reader *r)
 	if (ctor)
 		memset(b->p, ctor_byte(b->cache), b->usable);   /* constructed state */
 	size_t field = 0, len = SHEAF_RCU_PTR_SIZE;
+	bool waited = false;
 	switch (how % 5) {
 	case 0:
 		rcu_free((struct rp0 *)(void *)b->p, rp);
@@ -1069,6 +1071,9 @@ static void op_rcu_free(struct reader *r)
 	case 4:
 		rcu_free_mightsleep(b->p);
 		len = 0;
+		/* It may wait for a grace period (rcu.h): a quiescent
+		 * state, after which b->p is freed already. */
+		waited = tiny_build || faults_armed;
 		break;
 	}
 	rcu_used = true;
@@ -1078,7 +1083,9 @@ static void op_rcu_free(struct reader *r)
 		if (len)
 			note_clobber(&caches[b->cache], field, len);
 	}
-	if (online && npend < NPENDING) {
+	if (waited) {
+		forget_pending();
+	} else if (online && npend < NPENDING) {
 		struct pending *q = &pend[npend++];
 		q->p = b->p;
 		q->usable = b->usable;
@@ -1355,6 +1362,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!inited) {
 		const char *t = getenv("SHEAF_FUZZ_TRACE");
 		trace = t ? atoi(t) : 0;
+		tiny_build = (sheaf_build_flags() & SHEAF_BUILD_TINY) != 0;
 		rcu_register_thread();
 		rcu_thread_offline();
 		inited = true;
