@@ -303,13 +303,12 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 		}
 	} else if (e) {
 		const struct slab *s = (const struct slab *)e;
-		uintptr_t off = (uintptr_t)ptr - s->base;
-		uint32_t idx = slab_index(s, (uintptr_t)ptr);
+		uint64_t idx = slab_start_index(s, (uintptr_t)ptr);
 		/* A size class's live object whose class still fits:
 		 * free_fast()'s checks, and the same rule as realloc_slow(). */
-		if (likely(s->cls < NR_CLASSES && idx < s->objects && (uintptr_t)idx * s->size == off &&
-			   size <= s->size && size >= s->size / 2 && !s->cache->debug &&
-			   (!config_harden || *class_obj_marker(s, idx, ptr) != free_marker(ptr))))
+		if (likely(s->cls < NR_CLASSES && idx < s->objects && size <= s->size &&
+			   size >= s->size / 2 && !s->cache->debug &&
+			   (!config_harden || *class_obj_marker(s, (uint32_t)idx, ptr) != free_marker(ptr))))
 			return ptr;
 	}
 	return realloc_slow(ptr, e, size, func);

@@ -692,12 +692,11 @@ static inline __attribute__((always_inline)) bool rcu_free_fast(void *obj, void 
 	/* (With a test hook set, the slow path's slot_push() calls it.) */
 	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES && !tc->dead &&
 		   !sheaf_test_hook)) {
-		uintptr_t off = (uintptr_t)obj - slab->base;
-		uint32_t idx = slab_index(slab, (uintptr_t)obj);
-		const uintptr_t *mark = class_obj_marker(slab, idx, obj);
-		if (likely(idx < slab->objects && (uintptr_t)idx * slab->size == off &&
+		uint64_t idx = slab_start_index(slab, (uintptr_t)obj);
+		if (likely(idx < slab->objects &&
 			   (!field || (uintptr_t)field - (uintptr_t)obj <= slab->size - sizeof(void *)) &&
-			   (!config_harden || *mark != free_marker(obj)))) {
+			   (!config_harden ||
+			    *class_obj_marker(slab, (uint32_t)idx, obj) != free_marker(obj)))) {
 			struct pcs *pcs = &tc->pcs[slab->cls];
 			struct sheaf *s = __atomic_exchange_n(&pcs->rcu_free, RCU_CLAIMED, __ATOMIC_ACQUIRE);
 			if (likely(s != RCU_CLAIMED)) {
