@@ -34,12 +34,9 @@ int do_malloc_trim(size_t pad);
 static inline __attribute__((always_inline)) void *class_pop(struct thread_cache *tc, unsigned int cls)
 {
 	struct pcs *pcs = &tc->pcs[cls];
-	uint32_t n = pcs->size;
-	if (likely(n)) {
-		void *p = pcs->main->objects[--n];
-		pcs->size = n;
+	if (likely(pcs->size)) {
+		void *p = pcs_pop(pcs);
 		sheaf_assume(p != NULL);   /* malloc_fast() need not test p again */
-		pcs->alloc_fast++;
 		if (config_harden)
 			*(cls < CLASS_PAGE ? (uintptr_t *)p : slab_marker(p)) = 0;   /* obj_mark_alloc() */
 		return p;
@@ -68,15 +65,11 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 static inline __attribute__((always_inline)) bool
 sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint64_t idx, uintptr_t *mark)
 {
-	uint32_t n = pcs->size;
 	if (likely(idx < slab->objects && (!config_harden || *mark != free_marker(ptr)) &&
-		   n < pcs->capacity)) {
+		   pcs->size < pcs->capacity)) {
 		if (config_harden)
 			*mark = free_marker(ptr);
-		pcs->main->objects[n] = ptr;
-		barrier();
-		pcs->size = n + 1;
-		pcs->free_fast++;
+		pcs_push(pcs, ptr);
 		return true;
 	}
 	return false;

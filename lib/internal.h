@@ -472,6 +472,26 @@ static inline struct sheaf *pcs_main_out(struct pcs *pcs)
 	return s;
 }
 
+/* Pops main's newest object; the caller has checked pcs->size != 0. */
+static inline void *pcs_pop(struct pcs *pcs)
+{
+	uint32_t n = pcs->size - 1;
+	void *p = pcs->main->objects[n];
+	pcs->size = n;
+	pcs->alloc_fast++;
+	return p;
+}
+
+/* Pushes onto main; the caller has checked pcs->size < pcs->capacity. */
+static inline void pcs_push(struct pcs *pcs, void *obj)
+{
+	uint32_t n = pcs->size;
+	pcs->main->objects[n] = obj;
+	barrier();  /* a signal handler's fork() child sees the size only after the slot */
+	pcs->size = n + 1;
+	pcs->free_fast++;
+}
+
 /* Makes `s` main (its size field is authoritative until now). */
 static inline void pcs_set_main(struct pcs *pcs, struct sheaf *s)
 {

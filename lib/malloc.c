@@ -496,11 +496,8 @@ void *sheaf_cache_alloc(struct sheaf_cache *c)
 {
 	struct pcs *pcs = cache_pcs_fast(sheaf_tc, c);
 	if (likely(pcs)) {
-		uint32_t n = pcs->size;
-		if (likely(n)) {
-			void *p = pcs->main->objects[--n];
-			pcs->size = n;
-			pcs->alloc_fast++;
+		if (likely(pcs->size)) {
+			void *p = pcs_pop(pcs);
 			obj_mark_alloc(c, p);
 			return p;
 		}

@@ -226,8 +226,7 @@ void *cache_alloc_any(struct sheaf_cache *c)
 	if (!pcs) {
 		p = alloc_direct(c);
 	} else if (pcs->size) {
-		p = pcs->main->objects[--pcs->size];
-		pcs->alloc_fast++;
+		p = pcs_pop(pcs);
 		obj_mark_alloc(c, p);
 	} else {
 		test_hook(HOOK_ALLOC_SLOW);
@@ -278,10 +277,7 @@ void cache_free_any(struct sheaf_cache *c, void *obj)
 		stat(c, slab_direct);
 	} else if (pcs->size < pcs->capacity) {
 		obj_mark_free(c, obj);
-		pcs->main->objects[pcs->size] = obj;
-		barrier();
-		pcs->size++;
-		pcs->free_fast++;
+		pcs_push(pcs, obj);
 	} else {
 		test_hook(HOOK_FREE_SLOW);
 		sheaf_free_slow(c, pcs, obj);
