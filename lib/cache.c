@@ -160,6 +160,7 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 	c->slab_order = (uint8_t)slab_order_for(c->size, guard);
 	c->objects_per_slab = (uint32_t)(((SLAB_MIN_BYTES << c->slab_order) - guard) / c->size);
 	c->recip = slab_recip(c->size);
+	slab_layout_init(c);
 	/* A debugged cache has no sheaves: every operation is checked. */
 	if (!config_tiny && !(flags & SHEAF_NO_SHEAVES) && !debug) {
 		unsigned int cap = sheaf_opt.sheaf_capacity;

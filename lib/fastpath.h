@@ -57,15 +57,16 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 
 /*
  * free()'s checks and push, shared with sheaf_cache_free(): `ptr` lies in
- * `slab`, idx = slab_start_index(slab, ptr), and the free marker of object
- * `idx` (if there is one) is at `mark`.  True when it was an object's
- * start, not free already, and went onto the main sheaf
- * of `pcs`; false (nothing changed) leaves the decision to the slow path.
+ * a slab of `objects` objects, idx = slab_start_index() of ptr, and the
+ * free marker of object `idx` (if there is one) is at `mark`.  True when
+ * it was an object's start, not free already, and went onto the main
+ * sheaf of `pcs`; false (nothing changed) leaves the decision to the slow
+ * path.
  */
 static inline __attribute__((always_inline)) bool
-sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint64_t idx, uintptr_t *mark)
+sheaf_push_checked(uint32_t objects, struct pcs *pcs, void *ptr, uint64_t idx, uintptr_t *mark)
 {
-	if (likely(idx < slab->objects && (!config_harden || *mark != free_marker(ptr)) &&
+	if (likely(idx < objects && (!config_harden || *mark != free_marker(ptr)) &&
 		   pcs->size < pcs->capacity)) {
 		if (config_harden)
 			*mark = free_marker(ptr);
@@ -75,32 +76,40 @@ sheaf_push_checked(const struct slab *slab, struct pcs *pcs, void *ptr, uint64_t
 	return false;
 }
 
-/* free() of `ptr` whose page-map entry `e` the caller has already read. */
+/*
+ * free() of `ptr` whose whole page-map entry `e` the caller has already
+ * read.  A malloc size class's page names its class and its index in the
+ * slab's run (see the page map), so the checks need only the class's
+ * constants, not the slab header.
+ */
 static inline __attribute__((always_inline)) void free_entry(void *ptr, uintptr_t e, const char *func)
 {
 	struct thread_cache *tc = sheaf_tc;
-	const struct slab *slab = (const struct slab *)e;
-	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES)) {
+	uintptr_t cls = (e >> PM_CLASS_SHIFT) - 1;   /* ~0 when not a class's page */
+	if (likely(tc && cls < NR_CLASSES)) {
 		sheaf_assert(ptr);   /* page 0 is never in the page map */
-		uint64_t idx = slab_start_index(slab, (uintptr_t)ptr);
+		const struct class_free_info *k = &class_free_info[cls];
+		uintptr_t run = ((uintptr_t)ptr & ~(uintptr_t)(PAGE_SIZE - 1)) -
+				(((e >> PM_PAGE_SHIFT) & PM_PAGE_MASK) << PAGE_SHIFT);
+		uint64_t idx = exact_index((uintptr_t)ptr - run - k->base_off, k->inv, k->rot);
 		/* obj_marker(): a branch, not a cmov, so that the usual
 		 * in-block marker load does not wait for the index. */
 		uintptr_t *mark = (uintptr_t *)ptr;
-		if (unlikely(slab->marks != NULL)) {
+		if (unlikely(cls >= CLASS_PAGE)) {
 			/* Integer arithmetic: idx may be ~2^64 (no object
 			 * starts at ptr), and mark is read only below it. */
-			mark = (uintptr_t *)((uintptr_t)slab->marks + idx * sizeof(uintptr_t));
+			mark = (uintptr_t *)(pm_owner(e) + k->marks_off + idx * sizeof(uintptr_t));
 			__asm__ volatile("" : "+r"(mark));   /* no if-conversion */
 		}
-		if (likely(sheaf_push_checked(slab, &tc->pcs[slab->cls], ptr, idx, mark)))
+		if (likely(sheaf_push_checked(k->objects, &tc->pcs[cls], ptr, idx, mark)))
 			return;
 	}
-	do_free_slow(ptr, e, func);
+	do_free_slow(ptr, pm_owner(e), func);
 }
 
 static inline __attribute__((always_inline)) void free_fast(void *ptr, const char *func)
 {
-	free_entry(ptr, pagemap_lookup((uintptr_t)ptr), func);
+	free_entry(ptr, pagemap_entry((uintptr_t)ptr), func);
 }
 
 #endif

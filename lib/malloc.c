@@ -194,16 +194,17 @@ static void *large_at_hand(struct thread_cache *tc, size_t size)
 
 /*
  * realloc() that moves (or frees, or allocates): everything do_realloc()'s
- * in-place test leaves, with the checks that diagnose a bad pointer.  `e`
+ * in-place test leaves, with the checks that diagnose a bad pointer.  `entry`
  * is ptr's page-map entry, which do_realloc() read.
  */
-static noinline void *realloc_slow(void *ptr, uintptr_t e, size_t size, const char *func)
+static noinline void *realloc_slow(void *ptr, uintptr_t entry, size_t size, const char *func)
 {
+	uintptr_t e = pm_owner(entry);
 	if (!ptr)
 		return malloc_fast(size);
 	if (size == 0) {
 		/* glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES). */
-		free_entry(ptr, e, func);
+		free_entry(ptr, entry, func);
 		return NULL;
 	}
 	if (SIZE_IMPOSSIBLE(size)) {
@@ -277,7 +278,7 @@ static noinline void *realloc_slow(void *ptr, uintptr_t e, size_t size, const ch
 	if (big && unlikely(sheaf_prof_on))
 		prof_alloc(q, size);
 	memcpy(q, ptr, size < usable ? size : usable);
-	free_entry(ptr, e, func);
+	free_entry(ptr, entry, func);
 	return q;
 }
 
@@ -289,7 +290,7 @@ static noinline void *realloc_slow(void *ptr, uintptr_t e, size_t size, const ch
  */
 void *do_realloc(void *ptr, size_t size, const char *func)
 {
-	uintptr_t e = pagemap_lookup((uintptr_t)ptr);
+	uintptr_t entry = pagemap_entry((uintptr_t)ptr), e = pm_owner(entry);
 	if (e & PM_TAG_LARGE) {
 		struct large *l = (struct large *)(e & ~PM_TAG_LARGE);
 		size_t bytes = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
@@ -311,7 +312,7 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 			   (!config_harden || *class_obj_marker(s, (uint32_t)idx, ptr) != free_marker(ptr))))
 			return ptr;
 	}
-	return realloc_slow(ptr, e, size, func);
+	return realloc_slow(ptr, entry, size, func);
 }
 
 void *do_reallocarray(void *ptr, size_t nmemb, size_t size)
@@ -516,7 +517,7 @@ void sheaf_cache_free(struct sheaf_cache *c, void *obj)
 		uint64_t idx = slab_start_index(slab, (uintptr_t)obj);
 		uintptr_t *mark = slab->marks ? (uintptr_t *)((uintptr_t)slab->marks + idx * sizeof(uintptr_t))
 					      : (uintptr_t *)((uintptr_t)obj + c->marker_off);
-		if (likely(sheaf_push_checked(slab, pcs, obj, idx, mark)))
+		if (likely(sheaf_push_checked(slab->objects, pcs, obj, idx, mark)))
 			return;
 	}
 	cache_free_slow(c, obj);

@@ -33,8 +33,8 @@ static uintptr_t *pagemap_leaf(uintptr_t i1)
 	return fresh;
 }
 
-/* Entries [start, addr) were set to `val`: back to 0, so that a range that
- * failed halfway does not name an owner its caller is about to free.  Their
+/* Entries [start, addr) were set: back to 0, so that a range that failed
+ * halfway does not name an owner its caller is about to free.  Their
  * leaves exist, so this cannot fail. */
 static bool pagemap_undo(uintptr_t start, uintptr_t addr, uintptr_t val)
 {
@@ -43,7 +43,8 @@ static bool pagemap_undo(uintptr_t start, uintptr_t addr, uintptr_t val)
 	return false;
 }
 
-bool pagemap_set(uintptr_t addr, size_t npages, uintptr_t val)
+/* Entry k of the range gets val + k * step. */
+static bool pagemap_fill(uintptr_t addr, size_t npages, uintptr_t val, uintptr_t step)
 {
 	uintptr_t start = addr;
 	while (npages) {
@@ -57,7 +58,7 @@ bool pagemap_set(uintptr_t addr, size_t npages, uintptr_t val)
 		size_t n = ((size_t)1 << PM_L2_BITS) - i2;
 		if (n > npages)
 			n = npages;
-		for (size_t k = 0; k < n; k++)
+		for (size_t k = 0; k < n; k++, val += step)
 			__atomic_store_n(&leaf[i2 + k], val, __ATOMIC_RELAXED);
 		npages -= n;
 		addr += n << PAGE_SHIFT;
@@ -66,4 +67,20 @@ bool pagemap_set(uintptr_t addr, size_t npages, uintptr_t val)
 	 * to another thread is the program's synchronisation, this orders ours. */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	return true;
+}
+
+bool pagemap_set(uintptr_t addr, size_t npages, uintptr_t val)
+{
+	return pagemap_fill(addr, npages, val, 0);
+}
+
+/* cls: the class whose free fast path may take the slab's objects, or
+ * CLASS_NONE (a user cache's slab, a debugged class's). */
+bool pagemap_set_slab(const struct slab *s, size_t npages, unsigned int cls)
+{
+	uintptr_t val = (uintptr_t)s;
+	sheaf_assert(!(val & ~PM_OWNER_MASK) && !(val & PM_TAG_LARGE));
+	if (cls < NR_CLASSES)
+		val |= (uintptr_t)(cls + 1) << PM_CLASS_SHIFT;
+	return pagemap_fill(s->run, npages, val, (uintptr_t)1 << PM_PAGE_SHIFT);
 }

@@ -40,6 +40,31 @@ static void slab_unguard(const struct slab *s)
 			 PROT_READ | PROT_WRITE);
 }
 
+struct class_free_info class_free_info[NR_CLASSES];
+
+void slab_layout_init(struct sheaf_cache *c)
+{
+	uint32_t objects = c->objects_per_slab;
+	c->base_off = 0;
+	if (c->guard) {
+		/* The slack goes first, so that the last object ends at the
+		 * guard page (to within the alignment).  The run is a
+		 * multiple of the page and the objects of the stride, so the
+		 * slack is a multiple of every power of two (up to the page)
+		 * that divides the stride: objects keep all the alignment
+		 * memalign() expects of a class (test_secure checks it). */
+		size_t bytes = (SLAB_MIN_BYTES << c->slab_order) - PAGE_SIZE;
+		c->base_off = (uint32_t)((bytes - (size_t)objects * c->size) & ~(size_t)(c->align - 1));
+	}
+	if (c->cls < NR_CLASSES) {
+		struct class_free_info *k = &class_free_info[c->cls];
+		k->inv = slab_inverse(c->size, &k->rot);
+		k->objects = objects;
+		k->base_off = c->base_off;
+		k->marks_off = c->ext_marks ? (uint32_t)slab_marks_offset(objects) : 0;
+	}
+}
+
 struct slab *slab_create(struct sheaf_cache *c)
 {
 	uint32_t objects = c->objects_per_slab;
@@ -61,17 +86,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 	if (c->guard && !s->guard)
 		stat(c, guard_fail);
 	s->run = (uintptr_t)run;
-	s->base = (uintptr_t)run;
-	if (c->guard) {
-		/* The slack goes first, so that the last object ends at the
-		 * guard page (to within the alignment).  The run is a
-		 * multiple of the page and the objects of the stride, so the
-		 * slack is a multiple of every power of two (up to the page)
-		 * that divides the stride: objects keep all the alignment
-		 * memalign() expects of a class (test_secure checks it). */
-		size_t bytes = (SLAB_MIN_BYTES << c->slab_order) - PAGE_SIZE;
-		s->base += (bytes - (size_t)objects * c->size) & ~(size_t)(c->align - 1);
-	}
+	s->base = (uintptr_t)run + c->base_off;
 	s->recip = c->recip;
 	s->inv = slab_inverse(c->size, &s->rot);
 	s->size = c->size;
@@ -94,7 +109,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 	if (c->ctor)
 		for (uint32_t i = 0; i < objects; i++)
 			c->ctor((void *)(s->base + (uintptr_t)i * c->size + c->obj_offset));
-	if (!pagemap_set(s->run, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, (uintptr_t)s))
+	if (!pagemap_set_slab(s, (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT, s->cls))
 		goto fail;
 	stat(c, slab_alloc);
 	return s;

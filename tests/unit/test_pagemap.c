@@ -15,7 +15,15 @@
  *     128 KiB in steps of 8 (every stride a cache can have) at every object
  *     start and the bytes either side of it, within the largest slab such a
  *     stride can get (4 MiB from 16 KiB strides up, 256 KiB below); for the
- *     41 kmalloc strides it is checked at every offset of their slab.
+ *     41 kmalloc strides it is checked at every offset of their slab;
+ *   - a malloc size class's slab pages carry their class and their index in
+ *     the run in the entry's high bits (pagemap_set_slab()), and free()'s
+ *     computation from them and class_free_info[] (the run's start, the
+ *     object's index by exact division, the external marker's address)
+ *     agrees with the slab header at every object start of a slab of every
+ *     class, and rejects every non-start tried; a user cache's slab pages and
+ *     a large block's pages carry no class, so their frees take the slow
+ *     path.
  * The page map entries written here use made-up values and address ranges
  * far from anything this process maps, and are cleared again.
  */
@@ -216,6 +224,84 @@ static void test_recip_kmalloc_dense(void)
 	CHECKF(idx_bad == 0, "%lu kmalloc offsets indexed wrongly", idx_bad);
 }
 
+/* ------------------------------------------------- class page entries -- */
+
+/* free_entry()'s arithmetic (fastpath.h), written out: the index of the
+ * object starting at p, or >= objects when none does. */
+static uint64_t entry_index(uintptr_t e, uintptr_t p, uintptr_t *run_out)
+{
+	const struct class_free_info *k = &class_free_info[(e >> PM_CLASS_SHIFT) - 1];
+	uintptr_t run = (p & ~(uintptr_t)(PAGE_SIZE - 1)) -
+			(((e >> PM_PAGE_SHIFT) & PM_PAGE_MASK) << PAGE_SHIFT);
+	*run_out = run;
+	return exact_index(p - run - k->base_off, k->inv, k->rot);
+}
+
+static void test_class_entries(void)
+{
+	unsigned long bad = 0;
+	for (unsigned int cls = 0; cls < NR_CLASSES; cls++) {
+		void *p = sheaf_malloc(class_size[cls]);
+		REQUIRE(p);
+		const struct slab *s = (const struct slab *)pagemap_lookup((uintptr_t)p);
+		REQUIRE(s && !((uintptr_t)s & PM_TAG_LARGE));
+		const struct class_free_info *k = &class_free_info[cls];
+		size_t npages = (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT;
+		CHECKF(s->cls == cls && k->objects == s->objects && k->base_off == s->base - s->run,
+		       "class %u: header and class_free_info disagree", cls);
+		if (s->marks)
+			CHECKF((uintptr_t)s + k->marks_off == (uintptr_t)s->marks,
+			       "class %u: marks_off %u", cls, k->marks_off);
+		else
+			CHECKF(k->marks_off == 0, "class %u: marks_off %u", cls, k->marks_off);
+		for (size_t pg = 0; pg < npages; pg++) {
+			uintptr_t e = pagemap_entry(s->run + (pg << PAGE_SHIFT));
+			if (pm_owner(e) != (uintptr_t)s || (e >> PM_CLASS_SHIFT) != cls + 1 ||
+			    ((e >> PM_PAGE_SHIFT) & PM_PAGE_MASK) != pg) {
+				if (bad++ < 10)
+					CHECKF(0, "class %u page %zu: entry %#lx", cls, pg, (unsigned long)e);
+			}
+		}
+		for (uint32_t i = 0; i < s->objects; i++) {
+			uintptr_t o = s->base + (uintptr_t)i * s->size, run;
+			uint64_t idx = entry_index(pagemap_entry(o), o, &run);
+			bool ok = idx == i && run == s->run;
+			/* Interior bytes (and one below the first object,
+			 * while inside the run) are no object's start. */
+			uintptr_t in[3] = { o + 1, o + s->size / 2, o + s->size - 1 };
+			for (int j = 0; j < 3; j++)
+				ok &= entry_index(pagemap_entry(in[j]), in[j], &run) >= k->objects;
+			if (o > s->run)
+				ok &= entry_index(pagemap_entry(o - 1), o - 1, &run) >= k->objects;
+			if (!ok && bad++ < 10)
+				CHECKF(0, "class %u object %u: index %lu", cls, i, (unsigned long)idx);
+		}
+		/* Past the last object, up to the end of the run. */
+		uintptr_t end = s->run + (npages << PAGE_SHIFT), run;
+		for (uintptr_t a = s->base + (uintptr_t)s->objects * s->size; a < end; a += 8)
+			if (entry_index(pagemap_entry(a), a, &run) < k->objects && bad++ < 10)
+				CHECKF(0, "class %u: tail address %#lx indexed", cls, (unsigned long)a);
+		sheaf_free(p);
+	}
+	CHECKF(bad == 0, "%lu class page entries wrong", bad);
+
+	struct sheaf_cache *c = sheaf_cache_create("test-entry", 64, 0, 0, NULL);
+	REQUIRE(c);
+	void *o = sheaf_cache_alloc(c);
+	REQUIRE(o);
+	uintptr_t e = pagemap_entry((uintptr_t)o);
+	CHECKF(e >> PM_CLASS_SHIFT == 0 && pm_owner(e) == pagemap_lookup((uintptr_t)o) && pm_owner(e),
+	       "user cache entry %#lx", (unsigned long)e);
+	sheaf_cache_free(c, o);
+	CHECK(sheaf_cache_destroy(c) == 0);
+
+	void *big = sheaf_malloc((size_t)1 << 20);
+	REQUIRE(big);
+	e = pagemap_entry((uintptr_t)big);
+	CHECKF(e >> PM_CLASS_SHIFT == 0 && (e & PM_TAG_LARGE), "large entry %#lx", (unsigned long)e);
+	sheaf_free(big);
+}
+
 int main(void)
 {
 	sheaf_init();
@@ -224,5 +310,6 @@ int main(void)
 	test_high_addresses();
 	test_recip_all_strides();
 	test_recip_kmalloc_dense();
+	test_class_entries();
 	return check_done("test_pagemap");
 }
