@@ -325,35 +325,44 @@ void *do_reallocarray(void *ptr, size_t nmemb, size_t size)
 	return do_realloc(ptr, total, "reallocarray()");
 }
 
-/* `align` is a power of two. */
-void *do_memalign(size_t align, size_t size)
+/* do_memalign() past its inline pop: first use, an empty sheaf, a
+ * debugged class, an alignment above the page or a size above the classes. */
+static noinline void *memalign_slow(size_t align, size_t size)
 {
-	if (align <= 16 && (align <= 8 || size > 8))
-		return malloc_fast(size);
 	if (SIZE_IMPOSSIBLE(size)) {
 		errno = ENOMEM;
 		return NULL;
 	}
 	if (unlikely(!sheaf_ready))
 		sheaf_init();
-	if (align <= PAGE_SIZE) {
-		size_t s = size < align ? align : size;
-		if (s <= SMALL_MAX) {
-			/* Slabs are page-aligned, so a class whose size is a
-			 * multiple of `align` gives aligned objects. */
-			unsigned int cls = class_aligned[size_to_class(s)][__builtin_ctzl(align)];
-			/* Red zones would misalign a debugged class's objects
-			 * beyond 16 bytes: such blocks come from mappings.  (A
-			 * debugged class has no sheaves: class_pop() finds its
-			 * main sheaf empty.) */
-			if (!(kmalloc_caches[cls].debug & DEBUG_Z) || align <= 16) {
-				struct thread_cache *tc = sheaf_tc;
-				void *p = tc ? class_pop(tc, cls) : NULL;
-				return p ? p : cache_alloc_any(&kmalloc_caches[cls]);
-			}
-		}
+	size_t s = size < align ? align : size;
+	if (align <= PAGE_SIZE && s <= SMALL_MAX) {
+		unsigned int cls = class_aligned[size_to_class(s)][__builtin_ctzl(align)];
+		/* Red zones would misalign a debugged class's objects beyond
+		 * 16 bytes: such blocks come from mappings.  (A debugged class
+		 * has no sheaves, so do_memalign()'s pop found none.) */
+		if (!(kmalloc_caches[cls].debug & DEBUG_Z) || align <= 16)
+			return cache_alloc_any(&kmalloc_caches[cls]);
 	}
 	return large_alloc(size, align, false);
+}
+
+/* `align` is a power of two. */
+void *do_memalign(size_t align, size_t size)
+{
+	if (align <= 16 && (align <= 8 || size > 8))
+		return malloc_fast(size);
+	struct thread_cache *tc = sheaf_tc;
+	size_t s = size < align ? align : size;
+	/* Slabs are page-aligned, so a class whose size is a multiple of
+	 * `align` gives aligned objects.  (A thread state means the classes
+	 * are set up.) */
+	if (likely(align <= PAGE_SIZE && s <= SMALL_MAX && tc)) {
+		void *p = class_pop(tc, class_aligned[size_to_class(s)][__builtin_ctzl(align)]);
+		if (likely(p))
+			return p;
+	}
+	return memalign_slow(align, size);
 }
 
 static bool power_of_two(size_t x)
