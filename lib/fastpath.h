@@ -85,23 +85,12 @@ sheaf_push_checked(uint32_t objects, struct pcs *pcs, void *ptr, uint64_t idx, u
 static inline __attribute__((always_inline)) void free_entry(void *ptr, uintptr_t e, const char *func)
 {
 	struct thread_cache *tc = sheaf_tc;
-	uintptr_t cls = (e >> PM_CLASS_SHIFT) - 1;   /* ~0 when not a class's page */
+	uintptr_t cls = pm_class(e);
 	if (likely(tc && cls < NR_CLASSES)) {
 		sheaf_assert(ptr);   /* page 0 is never in the page map */
-		const struct class_free_info *k = &class_free_info[cls];
-		uintptr_t run = ((uintptr_t)ptr & ~(uintptr_t)(PAGE_SIZE - 1)) -
-				(((e >> PM_PAGE_SHIFT) & PM_PAGE_MASK) << PAGE_SHIFT);
-		uint64_t idx = exact_index((uintptr_t)ptr - run - k->base_off, k->inv, k->rot);
-		/* obj_marker(): a branch, not a cmov, so that the usual
-		 * in-block marker load does not wait for the index. */
-		uintptr_t *mark = (uintptr_t *)ptr;
-		if (unlikely(cls >= CLASS_PAGE)) {
-			/* Integer arithmetic: idx may be ~2^64 (no object
-			 * starts at ptr), and mark is read only below it. */
-			mark = (uintptr_t *)(pm_owner(e) + k->marks_off + idx * sizeof(uintptr_t));
-			__asm__ volatile("" : "+r"(mark));   /* no if-conversion */
-		}
-		if (likely(sheaf_push_checked(k->objects, &tc->pcs[cls], ptr, idx, mark)))
+		uint64_t idx = pm_class_index(e, cls, ptr);
+		uintptr_t *mark = pm_class_marker(e, cls, ptr, idx);
+		if (likely(sheaf_push_checked(class_free_info[cls].objects, &tc->pcs[cls], ptr, idx, mark)))
 			return;
 	}
 	do_free_slow(ptr, pm_owner(e), func);

@@ -288,7 +288,7 @@ static noinline void *realloc_slow(void *ptr, uintptr_t entry, size_t size, cons
  * block), with no call and no stack frame; everything else, including
  * every diagnostic, is realloc_slow()'s.
  */
-void *do_realloc(void *ptr, size_t size, const char *func)
+HOT_ALIGN void *do_realloc(void *ptr, size_t size, const char *func)
 {
 	uintptr_t entry = pagemap_entry((uintptr_t)ptr), e = pm_owner(entry);
 	if (e & PM_TAG_LARGE) {
@@ -306,10 +306,13 @@ void *do_realloc(void *ptr, size_t size, const char *func)
 		const struct slab *s = (const struct slab *)e;
 		uint64_t idx = slab_start_index(s, (uintptr_t)ptr);
 		/* A size class's live object whose class still fits:
-		 * free_fast()'s checks, and the same rule as realloc_slow(). */
+		 * free_fast()'s checks, and the same rule as realloc_slow().
+		 * (The slab header, not the entry's class: a block being
+		 * resized is in use, its header likely in cache, and the
+		 * header's index costs fewer instructions.) */
 		if (likely(s->cls < NR_CLASSES && idx < s->objects && size <= s->size &&
 			   size >= s->size / 2 && !s->cache->debug &&
-			   (!config_harden || *class_obj_marker(s, (uint32_t)idx, ptr) != free_marker(ptr))))
+			   (!config_harden || *(s->marks ? &s->marks[idx] : (uintptr_t *)ptr) != free_marker(ptr))))
 			return ptr;
 	}
 	return realloc_slow(ptr, entry, size, func);

@@ -686,18 +686,16 @@ static noinline void rcu_free_slow(void *obj, void *field, const char *func)
  */
 static inline __attribute__((always_inline)) bool rcu_free_fast(void *obj, void *field)
 {
-	uintptr_t e = pagemap_lookup((uintptr_t)obj);
+	uintptr_t e = pagemap_entry((uintptr_t)obj), cls = pm_class(e);
 	struct thread_cache *tc = sheaf_tc;
-	const struct slab *slab = (const struct slab *)e;
 	/* (With a test hook set, the slow path's slot_push() calls it.) */
-	if (likely(tc && e && !(e & PM_TAG_LARGE) && slab->cls < NR_CLASSES && !tc->dead &&
-		   !sheaf_test_hook)) {
-		uint64_t idx = slab_start_index(slab, (uintptr_t)obj);
-		if (likely(idx < slab->objects &&
-			   (!field || (uintptr_t)field - (uintptr_t)obj <= slab->size - sizeof(void *)) &&
-			   (!config_harden ||
-			    *class_obj_marker(slab, (uint32_t)idx, obj) != free_marker(obj)))) {
-			struct pcs *pcs = &tc->pcs[slab->cls];
+	if (likely(tc && cls < NR_CLASSES && !tc->dead && !sheaf_test_hook)) {
+		const struct class_free_info *k = &class_free_info[cls];
+		uint64_t idx = pm_class_index(e, cls, obj);
+		if (likely(idx < k->objects &&
+			   (!field || (uintptr_t)field - (uintptr_t)obj <= k->size - sizeof(void *)) &&
+			   (!config_harden || *pm_class_marker(e, cls, obj, idx) != free_marker(obj)))) {
+			struct pcs *pcs = &tc->pcs[cls];
 			struct sheaf *s = __atomic_exchange_n(&pcs->rcu_free, RCU_CLAIMED, __ATOMIC_ACQUIRE);
 			if (likely(s != RCU_CLAIMED)) {
 				/* 1 <= size <= capacity - 2, in one compare */

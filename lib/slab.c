@@ -60,6 +60,7 @@ void slab_layout_init(struct sheaf_cache *c)
 		struct class_free_info *k = &class_free_info[c->cls];
 		k->inv = slab_inverse(c->size, &k->rot);
 		k->objects = objects;
+		k->size = c->size;
 		k->base_off = c->base_off;
 		k->marks_off = c->ext_marks ? (uint32_t)slab_marks_offset(objects) : 0;
 	}

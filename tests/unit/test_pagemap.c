@@ -226,15 +226,12 @@ static void test_recip_kmalloc_dense(void)
 
 /* ------------------------------------------------- class page entries -- */
 
-/* free_entry()'s arithmetic (fastpath.h), written out: the index of the
- * object starting at p, or >= objects when none does. */
-static uint64_t entry_index(uintptr_t e, uintptr_t p, uintptr_t *run_out)
+/* free()'s view of address p (fastpath.h free_entry()): the index of the
+ * object that starts there, >= the class's objects when none does. */
+static uint64_t entry_index(uintptr_t p)
 {
-	const struct class_free_info *k = &class_free_info[(e >> PM_CLASS_SHIFT) - 1];
-	uintptr_t run = (p & ~(uintptr_t)(PAGE_SIZE - 1)) -
-			(((e >> PM_PAGE_SHIFT) & PM_PAGE_MASK) << PAGE_SHIFT);
-	*run_out = run;
-	return exact_index(p - run - k->base_off, k->inv, k->rot);
+	uintptr_t e = pagemap_entry(p);
+	return pm_class_index(e, pm_class(e), (const void *)p);
 }
 
 static void test_class_entries(void)
@@ -247,7 +244,8 @@ static void test_class_entries(void)
 		REQUIRE(s && !((uintptr_t)s & PM_TAG_LARGE));
 		const struct class_free_info *k = &class_free_info[cls];
 		size_t npages = (SLAB_MIN_BYTES << s->order) >> PAGE_SHIFT;
-		CHECKF(s->cls == cls && k->objects == s->objects && k->base_off == s->base - s->run,
+		CHECKF(s->cls == cls && k->objects == s->objects && k->size == s->size &&
+		       k->base_off == s->base - s->run,
 		       "class %u: header and class_free_info disagree", cls);
 		if (s->marks)
 			CHECKF((uintptr_t)s + k->marks_off == (uintptr_t)s->marks,
@@ -263,23 +261,25 @@ static void test_class_entries(void)
 			}
 		}
 		for (uint32_t i = 0; i < s->objects; i++) {
-			uintptr_t o = s->base + (uintptr_t)i * s->size, run;
-			uint64_t idx = entry_index(pagemap_entry(o), o, &run);
-			bool ok = idx == i && run == s->run;
+			uintptr_t o = s->base + (uintptr_t)i * s->size, e = pagemap_entry(o);
+			uint64_t idx = entry_index(o);
+			uintptr_t *want = s->marks ? &s->marks[i] : (uintptr_t *)o;
+			bool ok = pm_class(e) == cls && idx == i &&
+				  pm_class_marker(e, cls, (void *)o, idx) == want;
 			/* Interior bytes (and one below the first object,
 			 * while inside the run) are no object's start. */
 			uintptr_t in[3] = { o + 1, o + s->size / 2, o + s->size - 1 };
 			for (int j = 0; j < 3; j++)
-				ok &= entry_index(pagemap_entry(in[j]), in[j], &run) >= k->objects;
+				ok &= entry_index(in[j]) >= k->objects;
 			if (o > s->run)
-				ok &= entry_index(pagemap_entry(o - 1), o - 1, &run) >= k->objects;
+				ok &= entry_index(o - 1) >= k->objects;
 			if (!ok && bad++ < 10)
 				CHECKF(0, "class %u object %u: index %lu", cls, i, (unsigned long)idx);
 		}
 		/* Past the last object, up to the end of the run. */
-		uintptr_t end = s->run + (npages << PAGE_SHIFT), run;
+		uintptr_t end = s->run + (npages << PAGE_SHIFT);
 		for (uintptr_t a = s->base + (uintptr_t)s->objects * s->size; a < end; a += 8)
-			if (entry_index(pagemap_entry(a), a, &run) < k->objects && bad++ < 10)
+			if (entry_index(a) < k->objects && bad++ < 10)
 				CHECKF(0, "class %u: tail address %#lx indexed", cls, (unsigned long)a);
 		sheaf_free(p);
 	}
@@ -290,7 +290,7 @@ static void test_class_entries(void)
 	void *o = sheaf_cache_alloc(c);
 	REQUIRE(o);
 	uintptr_t e = pagemap_entry((uintptr_t)o);
-	CHECKF(e >> PM_CLASS_SHIFT == 0 && pm_owner(e) == pagemap_lookup((uintptr_t)o) && pm_owner(e),
+	CHECKF(pm_class(e) >= NR_CLASSES && pm_owner(e) == pagemap_lookup((uintptr_t)o) && pm_owner(e),
 	       "user cache entry %#lx", (unsigned long)e);
 	sheaf_cache_free(c, o);
 	CHECK(sheaf_cache_destroy(c) == 0);
@@ -298,7 +298,7 @@ static void test_class_entries(void)
 	void *big = sheaf_malloc((size_t)1 << 20);
 	REQUIRE(big);
 	e = pagemap_entry((uintptr_t)big);
-	CHECKF(e >> PM_CLASS_SHIFT == 0 && (e & PM_TAG_LARGE), "large entry %#lx", (unsigned long)e);
+	CHECKF(pm_class(e) >= NR_CLASSES && (e & PM_TAG_LARGE), "large entry %#lx", (unsigned long)e);
 	sheaf_free(big);
 }
 
