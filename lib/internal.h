@@ -65,7 +65,7 @@
 /*
  * The hot entry points start on a cache line: with the default 16-byte
  * alignment an unrelated change elsewhere moved realloc()'s in-place path
- * across a line boundary and the realloc_grow row ran 7-10% slower (the
+ * across a line boundary and the realloc_grow row ran 7-9% slower (the
  * same instructions, by callgrind); aligned, the rows stay where they are.
  */
 #define HOT_ALIGN   __attribute__((aligned(64)))
