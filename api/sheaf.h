@@ -186,7 +186,8 @@ SHEAF_API int sheaf_debug_check(void);
 	X(rcu_sheaf_barn,  "rcu_free sheaves given to the barn after a grace period")  \
 	X(rcu_sheaf_flush, "rcu_free sheaves flushed to slabs after a grace period")  \
 	X(guard_fail,      "secure mode: guard pages that could not be set")          \
-	X(barn_decay,      "full sheaves flushed from a barn over its keep for barn_decay_ms")
+	X(barn_decay,      "full sheaves flushed from a barn over its keep for barn_decay_ms") \
+	X(barn_get_remote, "full sheaf taken from another node's barn beyond its keep (none at home)")
 
 enum sheaf_stat_item {
 #define SHEAF_STAT_ENUM(name, doc) SHEAF_STAT_##name,

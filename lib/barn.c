@@ -20,6 +20,11 @@
  * drops under the keep at every cycle and never pays the flush and refill.
  *
  * Sheaves in a barn are either completely full or completely empty.
+ *
+ * A cache has a barn per node (struct cache_node): a thread exchanges with
+ * its home node's, and a full sheaf goes to the barn of the node its
+ * objects came from (sheaf_node()), so a producer's objects freed by a
+ * consumer on another node come back to the producer's barn.
  */
 #include "internal.h"
 
@@ -31,13 +36,15 @@ void barn_init(struct barn *b)
 	b->over_since = b->over_puts = 0;
 }
 
+/* The counts are stored atomically: barn_replace_empty_remote() reads
+ * other nodes' without their lock. */
 static struct sheaf *pop(struct sheaf **list, unsigned int *nr)
 {
 	struct sheaf *s = *list;
 	if (s) {
 		*list = s->next;
 		s->next = NULL;
-		(*nr)--;
+		__atomic_store_n(nr, *nr - 1, __ATOMIC_RELAXED);
 	}
 	return s;
 }
@@ -46,7 +53,7 @@ static void push(struct sheaf **list, unsigned int *nr, struct sheaf *s)
 {
 	s->next = *list;
 	*list = s;
-	(*nr)++;
+	__atomic_store_n(nr, *nr + 1, __ATOMIC_RELAXED);
 }
 
 /* Under b->lock, after a full sheaf was taken. */
@@ -93,9 +100,9 @@ static void full_flush(struct sheaf_cache *c, struct sheaf *list)
 	}
 }
 
-struct sheaf *barn_get_full(struct sheaf_cache *c)
+struct sheaf *barn_get_full(struct sheaf_cache *c, struct cache_node *n)
 {
-	struct barn *b = &c->barn;
+	struct barn *b = &n->barn;
 	lock_acquire(&b->lock);
 	struct sheaf *s = pop(&b->full, &b->nr_full);
 	full_taken(c, b);
@@ -104,18 +111,19 @@ struct sheaf *barn_get_full(struct sheaf_cache *c)
 	return s;
 }
 
-struct sheaf *barn_get_empty(struct sheaf_cache *c)
+struct sheaf *barn_get_empty(struct sheaf_cache *c, struct cache_node *n)
 {
-	struct barn *b = &c->barn;
+	struct barn *b = &n->barn;
+	(void)c;
 	lock_acquire(&b->lock);
 	struct sheaf *s = pop(&b->empty, &b->nr_empty);
 	lock_release(&b->lock);
 	return s;
 }
 
-bool barn_put_full(struct sheaf_cache *c, struct sheaf *s)
+bool barn_put_full(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s)
 {
-	struct barn *b = &c->barn;
+	struct barn *b = &n->barn;
 	sheaf_assert(s->size == s->capacity);
 	bool ok = false;
 	struct sheaf *excess = NULL;
@@ -131,9 +139,9 @@ bool barn_put_full(struct sheaf_cache *c, struct sheaf *s)
 	return ok;
 }
 
-void barn_put_empty(struct sheaf_cache *c, struct sheaf *s)
+void barn_put_empty(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s)
 {
-	struct barn *b = &c->barn;
+	struct barn *b = &n->barn;
 	sheaf_assert(s->size == 0);
 	lock_acquire(&b->lock);
 	if (b->nr_empty < sheaf_opt.barn_empty) {
@@ -147,19 +155,23 @@ void barn_put_empty(struct sheaf_cache *c, struct sheaf *s)
 	}
 }
 
-struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empty)
+/* A full sheaf for `empty` if the barn holds more than `above`; NULL
+ * (the caller keeps `empty`) if not. */
+static struct sheaf *exchange_empty(struct sheaf_cache *c, struct barn *b, struct sheaf *empty,
+				    unsigned int above)
 {
-	struct barn *b = &c->barn;
 	lock_acquire(&b->lock);
 	test_hook(HOOK_BARN_LOCKED);
-	struct sheaf *full = pop(&b->full, &b->nr_full);
-	full_taken(c, b);
-	if (full && b->nr_empty < sheaf_opt.barn_empty) {
-		push(&b->empty, &b->nr_empty, empty);
-		empty = NULL;
+	struct sheaf *full = NULL;
+	if (b->nr_full > above) {
+		full = pop(&b->full, &b->nr_full);
+		full_taken(c, b);
+		if (b->nr_empty < sheaf_opt.barn_empty) {
+			push(&b->empty, &b->nr_empty, empty);
+			empty = NULL;
+		}
 	}
 	lock_release(&b->lock);
-	stat_add(c, full ? SHEAF_STAT_barn_get : SHEAF_STAT_barn_get_fail, 1);
 	if (full && empty) {
 		sheaf_delete(empty);
 		stat(c, sheaf_free);
@@ -167,9 +179,47 @@ struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empt
 	return full;
 }
 
-struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
+struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct cache_node *n,
+				       struct sheaf *empty)
 {
-	struct barn *b = &c->barn;
+	struct sheaf *full = exchange_empty(c, &n->barn, empty, 0);
+	stat_add(c, full ? SHEAF_STAT_barn_get : SHEAF_STAT_barn_get_fail, 1);
+	return full;
+}
+
+/*
+ * Only what a barn holds beyond its keep: the keep is what the node's own
+ * threads cycle through (a sheaf they freed, to be allocated again), and a
+ * thread of another node taking it would interleave their blocks in the
+ * same slabs and cache lines again (test_node caught it with two threads
+ * of glibc's bench-malloc-thread loop).  Beyond the keep, a burst of frees
+ * waits for barn_decay_ms and then goes to the slabs and the OS: better
+ * used here than a new slab made.  (What a node's last thread leaves goes
+ * to the slabs: barn_flush_node().)
+ */
+struct sheaf *barn_replace_empty_remote(struct sheaf_cache *c, struct cache_node *home,
+					struct sheaf *empty)
+{
+	unsigned int h = (unsigned int)(home - c->node);
+	for (unsigned int k = 1; k < sheaf_nr_nodes; k++) {
+		struct barn *b = &c->node[(h + k) % sheaf_nr_nodes].barn;
+		/* A racy look first: only a barn that seems to have some is
+		 * locked. */
+		if (__atomic_load_n(&b->nr_full, __ATOMIC_RELAXED) <= c->barn_keep_full)
+			continue;
+		struct sheaf *full = exchange_empty(c, b, empty, c->barn_keep_full);
+		if (full) {
+			stat(c, barn_get_remote);
+			return full;
+		}
+	}
+	return NULL;
+}
+
+struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct cache_node *n,
+				      struct sheaf *full)
+{
+	struct barn *b = &n->barn;
 	struct sheaf *empty;
 	lock_acquire(&b->lock);
 	if (b->nr_full >= c->barn_max_full)
@@ -193,7 +243,7 @@ struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full)
 	lock_acquire(&b->lock);
 	if (b->nr_full >= c->barn_max_full) {
 		lock_release(&b->lock);
-		barn_put_empty(c, empty);
+		barn_put_empty(c, n, empty);
 		stat(c, barn_put_fail);
 		return NULL;
 	}
@@ -210,13 +260,13 @@ at_bound:
 	return NULL;
 }
 
-void barn_drain(struct sheaf_cache *c)
+static void barn_drain_node(struct sheaf_cache *c, struct barn *b)
 {
-	struct barn *b = &c->barn;
 	lock_acquire(&b->lock);
 	struct sheaf *full = b->full, *empty = b->empty;
 	b->full = b->empty = NULL;
-	b->nr_full = b->nr_empty = 0;
+	__atomic_store_n(&b->nr_full, 0, __ATOMIC_RELAXED);
+	b->nr_empty = 0;
 	b->over_since = 0;
 	lock_release(&b->lock);
 	while (full) {
@@ -232,35 +282,22 @@ void barn_drain(struct sheaf_cache *c)
 	}
 }
 
-/* Signal-handler variants (nolock.c): never wait for the lock. */
-struct sheaf *barn_try_replace_empty(struct sheaf_cache *c, struct sheaf *empty)
+void barn_drain(struct sheaf_cache *c)
 {
-	struct barn *b = &c->barn;
-	if (!lock_try(&b->lock))
-		return NULL;
-	struct sheaf *full = pop(&b->full, &b->nr_full);
-	full_taken(c, b);
-	if (full)
-		push(&b->empty, &b->nr_empty, empty);
-	lock_release(&b->lock);
-	return full;
+	for (unsigned int i = 0; i < sheaf_nr_nodes; i++)
+		barn_drain_node(c, &c->node[i].barn);
 }
 
-struct sheaf *barn_try_replace_full(struct sheaf_cache *c, struct sheaf *full)
+void barn_flush_node(struct sheaf_cache *c, unsigned int node)
 {
-	struct barn *b = &c->barn;
-	if (!lock_try(&b->lock))
-		return NULL;
-	struct sheaf *empty = NULL;
-	if (b->nr_full < c->barn_max_full && (empty = pop(&b->empty, &b->nr_empty)))
-		push(&b->full, &b->nr_full, full);
-	lock_release(&b->lock);
-	return empty;
+	barn_drain_node(c, &c->node[node].barn);
 }
 
-struct sheaf *barn_try_get_empty(struct sheaf_cache *c)
+/* For signal handlers (rcu_free_nolock()): never waits for the lock. */
+struct sheaf *barn_try_get_empty(struct sheaf_cache *c, struct cache_node *n)
 {
-	struct barn *b = &c->barn;
+	struct barn *b = &n->barn;
+	(void)c;
 	if (!lock_try(&b->lock))
 		return NULL;
 	struct sheaf *s = pop(&b->empty, &b->nr_empty);

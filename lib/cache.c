@@ -1,11 +1,12 @@
 /*
  * cache.c - slab caches (the kernel's struct kmem_cache).
  *
- * A cache owns its slabs on three lists (partial, empty, full) under
- * cache->lock, its barn, and its counters.  Objects reach the slabs only in
- * bulk, from the sheaf slow paths: cache_alloc_from_slabs() fills a sheaf,
- * cache_free_to_slabs() empties one.  The per-thread fast paths never come
- * here.
+ * A cache owns its counters and, per node (struct cache_node, the kernel's
+ * kmem_cache_node), a barn and slabs on three lists (partial, empty, full)
+ * under the node's lock.  Objects reach the slabs only in bulk, from the
+ * sheaf slow paths: cache_alloc_from_slabs() fills a sheaf from one node,
+ * cache_free_to_slabs() empties one into whatever slabs its objects belong
+ * to.  The per-thread fast paths never come here.
  *
  * The public sheaf_cache_* functions are at the bottom.
  */
@@ -29,41 +30,52 @@ size_t cache_retained_bytes(void)
 	return __atomic_load_n(&retained_bytes, __ATOMIC_RELAXED);
 }
 
-/* ---------------------------------------------------------------- lists */
-static struct slab **list_head(struct sheaf_cache *c, unsigned int which)
+/* ---------------------------------------------------------------- nodes */
+unsigned int sheaf_nr_nodes = 1;
+
+/* A user cache's nodes follow it in one meta block. */
+_Static_assert(sizeof(struct sheaf_cache) % CACHELINE == 0, "nodes after a cache stay aligned");
+
+size_t cache_alloc_size(void)
 {
-	return which == SLAB_ON_PARTIAL ? &c->partial : which == SLAB_ON_EMPTY ? &c->empty : &c->full;
-}
-static unsigned long *list_count(struct sheaf_cache *c, unsigned int which)
-{
-	return which == SLAB_ON_PARTIAL ? &c->nr_partial :
-	       which == SLAB_ON_EMPTY ? &c->nr_empty : &c->nr_full;
+	return sizeof(struct sheaf_cache) + sheaf_nr_nodes * sizeof(struct cache_node);
 }
 
-static void slab_list_del(struct sheaf_cache *c, struct slab *s)
+/* ---------------------------------------------------------------- lists */
+static struct slab **list_head(struct cache_node *n, unsigned int which)
+{
+	return which == SLAB_ON_PARTIAL ? &n->partial : which == SLAB_ON_EMPTY ? &n->empty : &n->full;
+}
+static unsigned long *list_count(struct cache_node *n, unsigned int which)
+{
+	return which == SLAB_ON_PARTIAL ? &n->nr_partial :
+	       which == SLAB_ON_EMPTY ? &n->nr_empty : &n->nr_full;
+}
+
+static void slab_list_del(struct cache_node *n, struct slab *s)
 {
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		*list_head(c, s->list) = s->next;
+		*list_head(n, s->list) = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	(*list_count(c, s->list))--;
+	(*list_count(n, s->list))--;
 	if (s->list == SLAB_ON_EMPTY)
 		__atomic_fetch_sub(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
 	s->next = s->prev = NULL;
 }
 
-static void slab_list_add(struct sheaf_cache *c, struct slab *s, unsigned int which)
+static void slab_list_add(struct cache_node *n, struct slab *s, unsigned int which)
 {
-	struct slab **head = list_head(c, which);
+	struct slab **head = list_head(n, which);
 	s->list = (uint8_t)which;
 	s->prev = NULL;
 	s->next = *head;
 	if (*head)
 		(*head)->prev = s;
 	*head = s;
-	(*list_count(c, which))++;
+	(*list_count(n, which))++;
 	if (which == SLAB_ON_EMPTY) {
 		__atomic_fetch_add(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
 		s->empty_since = coarse_ms();
@@ -71,13 +83,13 @@ static void slab_list_add(struct sheaf_cache *c, struct slab *s, unsigned int wh
 }
 
 /* Puts a slab on the list its fill level says. */
-static void slab_relist(struct sheaf_cache *c, struct slab *s)
+static void slab_relist(struct cache_node *n, struct slab *s)
 {
 	unsigned int want = s->inuse == 0 ? SLAB_ON_EMPTY :
 			    s->inuse == s->objects ? SLAB_ON_FULL : SLAB_ON_PARTIAL;
 	if (want != s->list) {
-		slab_list_del(c, s);
-		slab_list_add(c, s, want);
+		slab_list_del(n, s);
+		slab_list_add(n, s, want);
 	}
 }
 
@@ -104,8 +116,8 @@ static unsigned int slab_order_for(uint32_t stride, size_t guard)
 	return order;
 }
 
-int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t align,
-		unsigned int flags, void (*ctor)(void *), int cls)
+int cache_setup(struct sheaf_cache *c, struct cache_node *nodes, const char *name, size_t size,
+		size_t align, unsigned int flags, void (*ctor)(void *), int cls)
 {
 	if (size == 0 || size > CACHE_OBJ_MAX || (align & (align - 1)) || align > PAGE_SIZE ||
 	    (flags & ~(SHEAF_HWCACHE_ALIGN | SHEAF_NO_SHEAVES)))
@@ -137,6 +149,7 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 	stride = (stride + align - 1) & ~(align - 1);
 
 	memset(c, 0, sizeof(*c));
+	c->node = nodes ? nodes : (struct cache_node *)(c + 1);
 	c->debug = (uint8_t)debug;
 	c->obj_offset = obj_offset;
 	c->size = (uint32_t)stride;
@@ -156,7 +169,6 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 	 * block cannot be predicted. */
 	size_t guard = sheaf_opt.secure ? PAGE_SIZE : 0;
 	c->guard = guard != 0;
-	c->rnd = sheaf_free_key ^ (uintptr_t)c;
 	c->slab_order = (uint8_t)slab_order_for(c->size, guard);
 	c->objects_per_slab = (uint32_t)(((SLAB_MIN_BYTES << c->slab_order) - guard) / c->size);
 	c->recip = slab_recip(c->size);
@@ -203,8 +215,13 @@ int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t ali
 		n = sizeof(c->name) - 1;
 	memcpy(c->name, name, n);
 	c->name[n] = '\0';
-	lock_reinit(&c->lock);
-	barn_init(&c->barn);
+	for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+		struct cache_node *node = &c->node[i];
+		memset(node, 0, sizeof(*node));
+		lock_reinit(&node->lock);
+		barn_init(&node->barn);
+		node->rnd = sheaf_free_key ^ (uintptr_t)node;
+	}
 
 	lock_acquire(&caches_lock);
 	if (caches_tail)
@@ -253,15 +270,16 @@ static void slabs_release(struct slab *list)
 	}
 }
 
-/* Detaches empty slabs beyond `keep` (beyond the global retain budget too
- * unless `force`); returns them as a list. */
-static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep, bool force)
+/* Detaches empty slabs of node `n` beyond `keep` (beyond the global
+ * retain budget too unless `force`); returns them as a list.  Under the
+ * node's lock. */
+static struct slab *cache_detach_empty(struct cache_node *n, unsigned long keep, bool force)
 {
 	struct slab *out = NULL;
-	while (c->nr_empty > keep && (force || cache_retained_bytes() > sheaf_opt.slab_retain)) {
-		struct slab *s = c->empty;
+	while (n->nr_empty > keep && (force || cache_retained_bytes() > sheaf_opt.slab_retain)) {
+		struct slab *s = n->empty;
 		sheaf_assert(s);   /* nr_empty counts the list */
-		slab_list_del(c, s);
+		slab_list_del(n, s);
 		s->next = out;
 		out = s;
 	}
@@ -269,13 +287,13 @@ static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep
 	 * thread): empty slabs that stayed unused for slab_decay_ms go back
 	 * when the cache is next used.  The list is newest first. */
 	uint32_t now = coarse_ms();
-	if (!force && c->nr_empty > keep && ms_elapsed(now, c->decay_checked) >= sheaf_opt.slab_decay_ms / 2) {
-		c->decay_checked = now;
+	if (!force && n->nr_empty > keep && ms_elapsed(now, n->decay_checked) >= sheaf_opt.slab_decay_ms / 2) {
+		n->decay_checked = now;
 		unsigned long seen = 0;
-		for (struct slab *s = c->empty, *next; s; s = next) {
+		for (struct slab *s = n->empty, *next; s; s = next) {
 			next = s->next;
 			if (++seen > keep && ms_elapsed(now, s->empty_since) >= sheaf_opt.slab_decay_ms) {
-				slab_list_del(c, s);
+				slab_list_del(n, s);
 				s->next = out;
 				out = s;
 			}
@@ -284,35 +302,45 @@ static struct slab *cache_detach_empty(struct sheaf_cache *c, unsigned long keep
 	return out;
 }
 
-unsigned int cache_alloc_from_slabs(struct sheaf_cache *c, void **out, unsigned int n)
+unsigned int cache_alloc_from_slabs(struct sheaf_cache *c, struct cache_node *n, void **out,
+				    unsigned int count, bool grow)
 {
 	unsigned int got = 0;
-	lock_acquire(&c->lock);
-	while (got < n) {
-		struct slab *s = c->partial ? c->partial : c->empty;
+	lock_acquire(&n->lock);
+	while (got < count) {
+		struct slab *s = n->partial ? n->partial : n->empty;
 		if (!s) {
+			if (!grow)
+				break;
 			/* No lock while carving: the constructor is user code. */
-			lock_release(&c->lock);
-			s = slab_create(c);
-			lock_acquire(&c->lock);
+			lock_release(&n->lock);
+			s = slab_create(c, (unsigned int)(n - c->node));
+			lock_acquire(&n->lock);
 			if (!s)
 				break;
-			slab_list_add(c, s, SLAB_ON_EMPTY);
+			slab_list_add(n, s, SLAB_ON_EMPTY);
 		}
-		got += slab_take(s, out + got, n - got);
-		slab_relist(c, s);
+		got += slab_take(s, out + got, count - got);
+		slab_relist(n, s);
 	}
-	lock_release(&c->lock);
+	lock_release(&n->lock);
 	return got;
 }
 
-void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
+/* Done with node `n` in cache_free_to_slabs(): what it should release. */
+static struct slab *node_put_done(struct cache_node *n)
+{
+	struct slab *release = cache_detach_empty(n, sheaf_opt.slab_reserve, false);
+	lock_release(&n->lock);
+	return release;
+}
+
+void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int count)
 {
 	struct slab *s = NULL;
+	struct cache_node *n = NULL;
 	uintptr_t lo = 0, hi = 0;
-	lock_acquire(&c->lock);
-	test_hook(HOOK_SLABS_LOCKED);
-	for (unsigned int i = 0; i < n; i++) {
+	for (unsigned int i = 0; i < count; i++) {
 		/* Objects of one sheaf often share slabs: skip the page
 		 * map while they stay in the last one's run. */
 		uintptr_t a = (uintptr_t)objs[i];
@@ -322,8 +350,17 @@ void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
 			sheaf_assert(e && !(e & PM_TAG_LARGE) && s->cache == c);
 			lo = s->base;
 			hi = lo + (uintptr_t)s->objects * s->size;
+			if (slab_node(s) != n) {
+				/* Mostly one node a sheaf: the lock changes
+				 * only where its objects do. */
+				if (n)
+					slabs_release(node_put_done(n));
+				n = slab_node(s);
+				lock_acquire(&n->lock);
+				test_hook(HOOK_SLABS_LOCKED);
+			}
 		}
-		sheaf_assert(s);   /* the first object always looks its slab up */
+		sheaf_assert(s && n);   /* the first object always looks its slab up */
 		if (unlikely(!slab_put(s, objs[i]))) {
 			stat(c, free_invalid);
 			if (c->debug) {
@@ -335,20 +372,24 @@ void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n)
 					 objs[i], c->name);
 			continue;
 		}
-		slab_relist(c, s);
+		slab_relist(n, s);
 	}
-	struct slab *release = cache_detach_empty(c, sheaf_opt.slab_reserve, false);
-	lock_release(&c->lock);
-	slabs_release(release);
+	if (n)
+		slabs_release(node_put_done(n));
 }
 
 bool cache_shrink(struct sheaf_cache *c, unsigned long keep)
 {
-	lock_acquire(&c->lock);
-	struct slab *release = cache_detach_empty(c, keep, true);
-	lock_release(&c->lock);
-	slabs_release(release);
-	return release != NULL;
+	bool any = false;
+	for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+		struct cache_node *n = &c->node[i];
+		lock_acquire(&n->lock);
+		struct slab *release = cache_detach_empty(n, keep, true);
+		lock_release(&n->lock);
+		any |= release != NULL;
+		slabs_release(release);
+	}
+	return any;
 }
 
 /* -------------------------------------------------------- free checking */
@@ -390,26 +431,29 @@ struct slab *cache_check_free(const char *func, uintptr_t entry, void *ptr)
 /* Called with caches_lock and threads_lock held (thread.c keeps the order). */
 void caches_fork_prepare(void)
 {
-	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache) {
-		lock_acquire(&c->barn.lock);
-		lock_acquire(&c->lock);
-	}
+	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache)
+		for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+			lock_acquire(&c->node[i].barn.lock);
+			lock_acquire(&c->node[i].lock);
+		}
 }
 
 void caches_fork_parent(void)
 {
-	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache) {
-		lock_release(&c->lock);
-		lock_release(&c->barn.lock);
-	}
+	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache)
+		for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+			lock_release(&c->node[i].lock);
+			lock_release(&c->node[i].barn.lock);
+		}
 }
 
 void caches_fork_child(void)
 {
-	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache) {
-		lock_reinit(&c->lock);
-		lock_reinit(&c->barn.lock);
-	}
+	for (struct sheaf_cache *c = caches_head; c; c = c->next_cache)
+		for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+			lock_reinit(&c->node[i].lock);
+			lock_reinit(&c->node[i].barn.lock);
+		}
 }
 
 /* ------------------------------------------------------------ public API */
@@ -418,16 +462,16 @@ struct sheaf_cache *sheaf_cache_create(const char *name, size_t size, size_t ali
 {
 	if (!sheaf_ready)
 		sheaf_init();
-	struct sheaf_cache *c = meta_alloc(sizeof(*c));
+	struct sheaf_cache *c = meta_alloc(cache_alloc_size());
 	if (!c) {
 		errno = ENOMEM;
 		return NULL;
 	}
 	unsigned int id = cache_id_alloc();
-	int err = cache_setup(c, name ? name : "(unnamed)", size, align, flags, ctor, -1);
+	int err = cache_setup(c, NULL, name ? name : "(unnamed)", size, align, flags, ctor, -1);
 	if (err) {
 		cache_id_free(id);
-		meta_free(c, sizeof(*c));
+		meta_free(c, cache_alloc_size());
 		errno = err;
 		return NULL;
 	}
@@ -439,7 +483,7 @@ static void drain_thread_pcs(struct thread_cache *tc, void *arg)
 {
 	struct sheaf_cache *c = arg;
 	if (c->id < tc->nr_ext)
-		pcs_drain(c, &tc->ext[c->id]);
+		pcs_drain(c, &tc->ext[c->id], &c->node[tc->node]);
 }
 
 int sheaf_cache_destroy(struct sheaf_cache *c)
@@ -456,30 +500,39 @@ int sheaf_cache_destroy(struct sheaf_cache *c)
 	threads_foreach(drain_thread_pcs, c);
 	barn_drain(c);
 
-	lock_acquire(&c->lock);
+	/* The caller promised that nobody uses the cache any more: the
+	 * node locks are taken one at a time only to pair with what the
+	 * slow paths that just ended wrote. */
 	unsigned long live = 0;
-	for (unsigned int which = SLAB_ON_FULL; which <= SLAB_ON_PARTIAL; which++)
-		for (struct slab *s = *list_head(c, which); s; s = s->next)
-			live += s->inuse;
+	for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+		struct cache_node *n = &c->node[i];
+		lock_acquire(&n->lock);
+		for (unsigned int which = SLAB_ON_FULL; which <= SLAB_ON_PARTIAL; which++)
+			for (struct slab *s = *list_head(n, which); s; s = s->next)
+				live += s->inuse;
+		lock_release(&n->lock);
+	}
 	if (live) {
 		diag_printf("sheaf: sheaf_cache_destroy(%s): %lu objects still allocated; cache kept\n",
 			    c->name, live);
-		for (unsigned int which = SLAB_ON_FULL; which <= SLAB_ON_PARTIAL; which++)
-			for (struct slab *s = *list_head(c, which); s; s = s->next)
-				if (s->inuse)
-					diag_printf("sheaf:   slab %p: %u of %u objects allocated\n",
-						    (void *)s->base, s->inuse, s->objects);
-		lock_release(&c->lock);
+		for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+			struct cache_node *n = &c->node[i];
+			lock_acquire(&n->lock);
+			for (unsigned int which = SLAB_ON_FULL; which <= SLAB_ON_PARTIAL; which++)
+				for (struct slab *s = *list_head(n, which); s; s = s->next)
+					if (s->inuse)
+						diag_printf("sheaf:   slab %p: %u of %u objects allocated\n",
+							    (void *)s->base, s->inuse, s->objects);
+			lock_release(&n->lock);
+		}
 		errno = EBUSY;
 		return -1;
 	}
-	struct slab *release = cache_detach_empty(c, 0, true);
-	lock_release(&c->lock);
-	slabs_release(release);
+	cache_shrink(c, 0);
 	cache_unlink(c);
 	if (c->cls == CLASS_NONE) {
 		cache_id_free(c->id);
-		meta_free(c, sizeof(*c));
+		meta_free(c, cache_alloc_size());
 	}
 	return 0;
 }

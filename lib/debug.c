@@ -256,8 +256,8 @@ void debug_set_size(struct sheaf_cache *c, void *obj, size_t size)
 	memset((uint8_t *)obj + size, RZ_BYTE, c->object_size - size);
 }
 
-/* F: the slab's count must agree with its bitmap.  Called with c->lock
- * held: other threads change both under it. */
+/* F: the slab's count must agree with its bitmap.  Called with its node's
+ * lock held: other threads change both under it. */
 void debug_slab_consistent(struct sheaf_cache *c, struct slab *s)
 {
 	uint32_t free_bits = 0;
@@ -295,18 +295,22 @@ static void check_cache(struct sheaf_cache *c, void *arg)
 	struct check_arg *a = arg;
 	if (!c->debug)
 		return;
-	lock_acquire(&c->lock);
-	struct slab *lists[3] = { c->full, c->partial, c->empty };
-	for (int l = 0; l < 3; l++)
-		for (struct slab *s = lists[l]; s; s = s->next)
-			for (uint32_t i = 0; i < s->objects; i++) {
-				uint8_t *obj = (uint8_t *)(s->base + (uintptr_t)i * s->size) + c->obj_offset;
-				if (c->debug & DEBUG_Z)
-					a->problems += check_redzones(c, s, obj);
-				if ((c->debug & DEBUG_P) && slab_obj_is_free(s, i))
-					a->problems += check_poison(c, s, obj);
-			}
-	lock_release(&c->lock);
+	for (unsigned int k = 0; k < sheaf_nr_nodes; k++) {
+		struct cache_node *n = &c->node[k];
+		lock_acquire(&n->lock);
+		struct slab *lists[3] = { n->full, n->partial, n->empty };
+		for (int l = 0; l < 3; l++)
+			for (struct slab *s = lists[l]; s; s = s->next)
+				for (uint32_t i = 0; i < s->objects; i++) {
+					uint8_t *obj = (uint8_t *)(s->base + (uintptr_t)i * s->size) +
+						       c->obj_offset;
+					if (c->debug & DEBUG_Z)
+						a->problems += check_redzones(c, s, obj);
+					if ((c->debug & DEBUG_P) && slab_obj_is_free(s, i))
+						a->problems += check_poison(c, s, obj);
+				}
+		lock_release(&n->lock);
+	}
 }
 
 int sheaf_debug_check(void)

@@ -7,8 +7,8 @@
  *   meta.c      metadata allocator (slab headers, sheaves, thread state)
  *   sizeclass.c malloc size classes and their (static) caches
  *   slab.c      a slab: a run of pages carved into equal objects, free bitmap
- *   cache.c     a cache (kmem_cache): slab lists, bulk alloc/free on slabs
- *   barn.c      per-cache store of full and empty sheaves
+ *   cache.c     a cache (kmem_cache): per-node slab lists, bulk alloc/free on slabs
+ *   barn.c      per-node store of full and empty sheaves of a cache
  *   sheaf.c     per-thread sheaves: refill, flush, the slow paths
  *   large.c     allocations above the largest class: whole mappings
  *   thread.c    per-thread state, init, thread exit, fork
@@ -31,10 +31,13 @@
  * transit in a slow path.
  *
  * Lock order (outer first).  Fast paths take no lock at all.
- *   caches_lock -> threads_lock -> barn.lock -> cache.lock -> large_lock
+ *   caches_lock -> threads_lock -> barn.lock -> cache_node.lock -> large_lock
  *   -> page_lock -> meta_lock
- * barn.lock and cache.lock are never held together in practice (sheaves
- * leave the barn before they are flushed), but fork takes them in this order.
+ * A cache has a barn and a slab lock per node (struct cache_node).  No path
+ * holds two of them at once (sheaves leave the barn before they are flushed,
+ * and a flush that crosses nodes lets one node's lock go before it takes
+ * the next), but fork takes them all, cache by cache, node by node, barn
+ * before slabs.
  */
 #ifndef SHEAF_INTERNAL_H
 #define SHEAF_INTERNAL_H
@@ -229,13 +232,14 @@ static inline void lock_reinit(sheaf_lock_t *l)
 	X(uint, barn_full, 0, "full sheaves a barn keeps before sheaves flush to slabs; 0 = about 1 MiB of objects (8..256), and up to 8x that for barn_decay_ms") \
 	X(uint, barn_decay_ms, 1000, "full sheaves over the 1 MiB of an automatic barn_full flush to slabs after this long (checked on frees)") \
 	X(uint, barn_empty, 16, "empty sheaves a barn keeps before they are freed")       \
-	X(uint, slab_reserve, 1, "empty slabs each cache always keeps for reuse")           \
+	X(uint, slab_reserve, 1, "empty slabs each cache node always keeps for reuse")           \
 	X(size, slab_retain, 32u << 20, "bytes of empty slabs kept resident beyond the reserves, all caches together") \
 	X(uint, slab_decay_ms, 1000, "empty slabs unused this long go back to the OS (checked on allocator activity)") \
 	X(uint, rcu_delay_ms, 30, "how long rcu_free() batches wait to fill before their grace period") \
 	X(uint, rcu_batch, 8192, "objects pending that start a grace period at once")     \
 	X(uint, rcu_fork_barrier_ms, 2000, "rcu_free_barrier() in a fork child gives up after this (ETIMEDOUT)") \
-	X(uint, sheaf_capacity, 0, "objects per sheaf; 0 = chosen by object size (about 32 KiB, at least 32 objects or 128 KiB; 4..128)")
+	X(uint, sheaf_capacity, 0, "objects per sheaf; 0 = chosen by object size (about 32 KiB, at least 32 objects or 128 KiB; 4..128)") \
+	X(uint, nodes, 0, "groups of slabs and barn per cache that threads are spread over (1..64); 0 = one per CPU the process may use")
 
 struct sheaf_opts {
 #define OPT_FIELD_bool bool
@@ -282,7 +286,7 @@ void debug_slab_init(struct sheaf_cache *c, struct slab *s);
 /* slot -> the object handed out, checked and tracked. */
 void *debug_on_alloc(struct sheaf_cache *c, void *slot);
 void debug_on_free(struct sheaf_cache *c, struct slab *s, void *obj);
-void debug_slab_consistent(struct sheaf_cache *c, struct slab *s);   /* c->lock held */
+void debug_slab_consistent(struct sheaf_cache *c, struct slab *s);   /* slab_node(s)->lock held */
 void debug_set_size(struct sheaf_cache *c, void *obj, size_t size);
 void debug_report_double_free(struct sheaf_cache *c, struct slab *s, void *obj);
 
@@ -377,7 +381,7 @@ struct slab {
 	/*
 	 * Read by the free fast path of every thread, written only by
 	 * slab_create(): one line of its own.  The fields the slow paths
-	 * write under cache->lock live in the next line, or every flush
+	 * write under their node's lock live in the next line, or every flush
 	 * and refill on one core would evict this line from the caches of
 	 * all the others that free into the slab (false sharing; it showed
 	 * as poor scaling beyond 4 threads on a 16-core machine).
@@ -396,7 +400,8 @@ struct slab {
 	/* Written once as well, but read by slow paths only. */
 	struct track *tracks __attribute__((aligned(CACHELINE))); /* SHEAF_DEBUG=U: 2 per object */
 	uintptr_t run;             /* the pages: base, or below it (secure) */
-	/* Under cache->lock. */
+	uint8_t node;              /* cache->node[] whose lists hold it    */
+	/* Under its node's lock. */
 	uint32_t inuse;            /* not in the freemap                  */
 	uint8_t list;              /* enum slab_list                      */
 	uint32_t empty_since;      /* ms (coarse clock) it became empty    */
@@ -496,7 +501,8 @@ pm_class_marker(uintptr_t e, uintptr_t cls, const void *p, uint64_t idx)
 }
 /* c's slab layout: c->base_off, and c's class_free_info[] entry. */
 void slab_layout_init(struct sheaf_cache *c);
-struct slab *slab_create(struct sheaf_cache *c);
+/* A new slab of `c` for node `node` (its lists are the caller's business). */
+struct slab *slab_create(struct sheaf_cache *c, unsigned int node);
 void slab_destroy(struct slab *s);
 unsigned int slab_take(struct slab *s, void **out, unsigned int n);
 /* Returns false (and changes nothing) if the object is already free. */
@@ -595,24 +601,61 @@ struct barn {
 	uint32_t over_since;       /* ms nr_full went over barn_keep_full; 0: not */
 	uint32_t over_puts;        /* puts while over: the clock is read every 8th */
 };
+
+/*
+ * A cache's slabs and barn for one group of threads: the kernel's struct
+ * kmem_cache_node, with threads in the place of CPUs.  Each thread has a
+ * home node (thread_cache->node, the least used one when it starts), and
+ * its sheaves are refilled from the home node's barn and slabs; full
+ * sheaves go back to the barn of the node their objects came from.  So two
+ * threads with different homes never get objects of the same slab handed
+ * out by the barn or the slabs, and the cache lines of their blocks are not
+ * shared: with one pool, the blocks of two threads that never touch each
+ * other's came to share lines as sheaves travelled, and every free marker
+ * written then moved a line between cores (glibc's bench-malloc-thread
+ * with 2 threads ran at a fifth of its 1-thread speed on an AMD EPYC VM).
+ * Objects still cross nodes when a thread frees another's blocks, and a
+ * thread whose node has nothing left takes what another node's barn holds
+ * beyond its keep before it makes a new slab.  When a node's last thread
+ * exits, its barns go to the slabs, whose empty ones go back to the OS
+ * under the slab_retain budget: memory left on a node no thread lives on
+ * is bounded by that, not by the barns' keep.
+ */
+struct cache_node {
+	struct barn barn;
+	sheaf_lock_t lock __attribute__((aligned(CACHELINE)));   /* the slab lists */
+	struct slab *partial, *empty, *full;
+	unsigned long nr_partial, nr_empty, nr_full;
+	uint32_t decay_checked;    /* ms of the last decay walk           */
+	uint64_t rnd;              /* secure: object order (slab_take)    */
+} __attribute__((aligned(CACHELINE)));
+#define SHEAF_MAX_NODES 64
+extern unsigned int sheaf_nr_nodes;   /* nodes of every cache (the nodes option) */
+
 void barn_init(struct barn *b);
-struct sheaf *barn_get_full(struct sheaf_cache *c);
-struct sheaf *barn_get_empty(struct sheaf_cache *c);
-bool barn_put_full(struct sheaf_cache *c, struct sheaf *s);
+struct sheaf *barn_get_full(struct sheaf_cache *c, struct cache_node *n);
+struct sheaf *barn_get_empty(struct sheaf_cache *c, struct cache_node *n);
+bool barn_put_full(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s);
 /* Puts an empty sheaf back, or frees it when the barn has enough. */
-void barn_put_empty(struct sheaf_cache *c, struct sheaf *s);
+void barn_put_empty(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s);
 /* Exchanges an empty sheaf for a full one; NULL (and `empty` kept by the
  * caller) if the barn has no full sheaf. */
-struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct sheaf *empty);
+struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct cache_node *n,
+				       struct sheaf *empty);
+/* The same with the full sheaves other nodes' barns hold beyond their
+ * keep, for a thread whose node has no object left: barn_get_remote. */
+struct sheaf *barn_replace_empty_remote(struct sheaf_cache *c, struct cache_node *home,
+					struct sheaf *empty);
 /* Exchanges a full sheaf for an empty one (new if needed); NULL when the
  * barn is at its bound of full sheaves (then the caller keeps `full`). */
-struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct sheaf *full);
-/* trylock variants for signal handlers: NULL when the lock is busy too. */
-struct sheaf *barn_try_replace_empty(struct sheaf_cache *c, struct sheaf *empty);
-struct sheaf *barn_try_replace_full(struct sheaf_cache *c, struct sheaf *full);
-struct sheaf *barn_try_get_empty(struct sheaf_cache *c);
-/* Takes every sheaf out of the barn: full ones are flushed to slabs. */
+struct sheaf *barn_replace_full_sheaf(struct sheaf_cache *c, struct cache_node *n,
+				      struct sheaf *full);
+/* For signal handlers (rcu_free_nolock()): NULL when the lock is busy too. */
+struct sheaf *barn_try_get_empty(struct sheaf_cache *c, struct cache_node *n);
+/* Takes every sheaf out of every node's barn: full ones are flushed to slabs. */
 void barn_drain(struct sheaf_cache *c);
+/* The same for one node's barn (its last thread exited). */
+void barn_flush_node(struct sheaf_cache *c, unsigned int node);
 
 /* ------------------------------------------------------------------ cache */
 struct sheaf_cache {
@@ -637,14 +680,7 @@ struct sheaf_cache {
 	void (*ctor)(void *);
 	uint64_t recip;
 	char name[32];
-
-	struct barn barn __attribute__((aligned(CACHELINE)));
-
-	sheaf_lock_t lock __attribute__((aligned(CACHELINE)));
-	struct slab *partial, *empty, *full;
-	unsigned long nr_partial, nr_empty, nr_full;
-	uint32_t decay_checked;    /* ms of the last decay walk           */
-	uint64_t rnd;              /* secure: object order (slab_take)    */
+	struct cache_node *node;   /* sheaf_nr_nodes of them              */
 
 	uint64_t stat[SHEAF_NR_STATS] __attribute__((aligned(CACHELINE))); /* atomic adds */
 	struct sheaf_cache *next_cache;
@@ -710,12 +746,19 @@ static inline void stat_add(struct sheaf_cache *c, enum sheaf_stat_item i, uint6
 }
 #define stat(c, item) stat_add((c), SHEAF_STAT_##item, 1)
 
-int cache_setup(struct sheaf_cache *c, const char *name, size_t size, size_t align,
-		unsigned int flags, void (*ctor)(void *), int cls);
-/* Bulk on slabs (cache->lock taken inside).  Returns objects obtained. */
-unsigned int cache_alloc_from_slabs(struct sheaf_cache *c, void **out, unsigned int n);
-/* Objects must already be validated as belonging to `c`.  Double frees
- * found by the freemap are diagnosed and skipped. */
+/* `nodes`: sheaf_nr_nodes nodes, or NULL to allocate them with the cache
+ * (meta_alloc(cache_alloc_size()), user caches). */
+int cache_setup(struct sheaf_cache *c, struct cache_node *nodes, const char *name, size_t size,
+		size_t align, unsigned int flags, void (*ctor)(void *), int cls);
+size_t cache_alloc_size(void);
+/* Bulk on the slabs of node `n` (its lock taken inside): partial slabs
+ * first, then empty ones, then (`grow`) new ones.  Returns objects
+ * obtained. */
+unsigned int cache_alloc_from_slabs(struct sheaf_cache *c, struct cache_node *n, void **out,
+				    unsigned int count, bool grow);
+/* Objects must already be validated as belonging to `c`; each goes back to
+ * its own slab, whatever the node.  Double frees found by the freemap are
+ * diagnosed and skipped. */
 void cache_free_to_slabs(struct sheaf_cache *c, void **objs, unsigned int n);
 /* Returns every empty slab beyond `keep` to the page source (malloc_trim). */
 bool cache_shrink(struct sheaf_cache *c, unsigned long keep);
@@ -829,6 +872,9 @@ struct thread_cache {
 	struct pcs *ext;             /* user caches, by cache->id         */
 	unsigned int nr_ext;
 	unsigned int dead;
+	unsigned int node;           /* home node of every cache (cache_node) */
+	bool counted;                /* in the node's thread count: not a
+	                              * background thread of ours */
 	/* rcu.c: a pointer array for objects without an rcu sheaf (large
 	 * ones, caches without sheaves), same protocol as pcs->rcu_free; and
 	 * whether any rcu sheaf of this thread is partly filled. */
@@ -912,6 +958,27 @@ void sheaf_init(void);
 /* The calling thread's state, created on first use; NULL while the thread
  * is exiting (or during bootstrap): then callers go to the slabs directly. */
 struct thread_cache *thread_cache_get(void);
+
+/* The calling thread is one of the library's own (the rcu drain thread):
+ * its home is node 0, and it does not count as a user of it, so that the
+ * program's threads spread over the nodes as if it were not there. */
+void thread_set_background(void);
+
+/* The calling thread's home node of `c` (node 0 for threads without
+ * state, and for exiting ones). */
+static inline struct cache_node *cache_home(struct sheaf_cache *c)
+{
+	struct thread_cache *tc = sheaf_tc;
+	return &c->node[tc ? tc->node : 0];
+}
+/* The node whose lists hold slab `s` (its lock guards the freemap). */
+static inline struct cache_node *slab_node(const struct slab *s)
+{
+	return &s->cache->node[s->node];
+}
+/* The node of a sheaf's objects, by its first one: where a full sheaf goes
+ * back to, so that objects return to the threads that allocated them. */
+struct cache_node *sheaf_node(struct sheaf_cache *c, const struct sheaf *s);
 /* The pcs of a user cache in `tc`, grown on demand; NULL on ENOMEM. */
 struct pcs *thread_ext_pcs(struct thread_cache *tc, struct sheaf_cache *c);
 /* Calls fn on every live thread cache under threads_lock. */
@@ -919,8 +986,9 @@ void threads_foreach(void (*fn)(struct thread_cache *tc, void *arg), void *arg);
 unsigned long threads_count(void);
 unsigned int cache_id_alloc(void);
 void cache_id_free(unsigned int id);
-/* Flushes one pcs completely (thread exit, trim, destroy). */
-void pcs_drain(struct sheaf_cache *c, struct pcs *pcs);
+/* Flushes one pcs completely (thread exit, trim, destroy): full sheaves to
+ * the barn of their objects' node, empty ones to node `home`'s. */
+void pcs_drain(struct sheaf_cache *c, struct pcs *pcs, struct cache_node *home);
 /* Adds the thread-local counters of `pcs` to the cache's and zeroes them. */
 void pcs_fold_counters(struct sheaf_cache *c, struct pcs *pcs);
 
@@ -930,7 +998,7 @@ void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj);
 struct sheaf *sheaf_new(struct sheaf_cache *c);
 void sheaf_delete(struct sheaf *s);
 /* Refills `s` to capacity from slabs; returns objects added. */
-unsigned int sheaf_refill(struct sheaf_cache *c, struct sheaf *s);
+unsigned int sheaf_refill(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s, bool grow);
 /* Flushes every object of `s` to the slabs; `s` is empty afterwards. */
 void sheaf_flush(struct sheaf_cache *c, struct sheaf *s);
 

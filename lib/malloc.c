@@ -443,7 +443,7 @@ static void trim_ext(struct thread_cache *tc, void *arg)
 		return;
 	for (unsigned int i = 0; i < tc->nr_ext; i++)
 		if (tc->ext[i].main != &sheaf_empty || tc->ext[i].spare)
-			pcs_drain(tc->ext[i].cache, &tc->ext[i]);
+			pcs_drain(tc->ext[i].cache, &tc->ext[i], &tc->ext[i].cache->node[tc->node]);
 }
 
 int do_malloc_trim(size_t pad)
@@ -455,7 +455,7 @@ int do_malloc_trim(size_t pad)
 	struct thread_cache *tc = thread_cache_get();
 	if (tc) {
 		for (int i = 0; i < NR_CLASSES; i++)
-			pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
+			pcs_drain(&kmalloc_caches[i], &tc->pcs[i], &kmalloc_caches[i].node[tc->node]);
 		threads_foreach(trim_ext, tc);
 	}
 	bool released = false;

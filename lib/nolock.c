@@ -140,7 +140,8 @@ void nolock_refill(struct thread_cache *tc)
 		}
 		unsigned int target = s->capacity / STASH_FILL;
 		if (s->size < target)
-			s->size += cache_alloc_from_slabs(c, s->objects + s->size, target - s->size);
+			s->size += cache_alloc_from_slabs(c, &c->node[tc->node], s->objects + s->size,
+							  target - s->size, true);
 	}
 	barrier();
 	tc->nolock_refill = 0;

@@ -212,7 +212,7 @@ static bool slot_push(int *dirty, struct sheaf **slot, struct sheaf_cache *c, vo
 		return false;
 	test_hook(HOOK_RCU_CLAIMED);
 	if (!s) {
-		s = c ? barn_get_empty(c) : NULL;
+		s = c ? barn_get_empty(c, cache_home(c)) : NULL;
 		if (!s)
 			s = c ? sheaf_new(c) : rcu_array_new();
 		if (!s) {
@@ -263,14 +263,15 @@ static struct sheaf *slot_steal(struct sheaf **slot)
 	}
 }
 
-static void steal_slot(struct sheaf **slot)
+/* `node`: the slot owner's home, where an empty sheaf goes back. */
+static void steal_slot(struct sheaf **slot, unsigned int node)
 {
 	struct sheaf *s = slot_steal(slot);
 	if (s) {
 		if (s->size)
 			handoff_sheaf(s);
 		else if (s->cache)
-			barn_put_empty(s->cache, s);
+			barn_put_empty(s->cache, &s->cache->node[node], s);
 		else
 			sheaf_delete(s);
 	}
@@ -279,21 +280,22 @@ static void steal_slot(struct sheaf **slot)
 /* Hands off every partial sheaf of `tc` (of cache `only`, or all). */
 static void steal_thread(struct thread_cache *tc, struct sheaf_cache *only)
 {
+	unsigned int node = tc->node;
 	if (only) {
 		if (only->cls < NR_CLASSES)
-			steal_slot(&tc->pcs[only->cls].rcu_free);
+			steal_slot(&tc->pcs[only->cls].rcu_free, node);
 		else if (only->id < tc->nr_ext && tc->ext[only->id].cache == only)
-			steal_slot(&tc->ext[only->id].rcu_free);
-		steal_slot(&tc->rcu_array);  /* may hold objects of `only` */
+			steal_slot(&tc->ext[only->id].rcu_free, node);
+		steal_slot(&tc->rcu_array, node);  /* may hold objects of `only` */
 		return;
 	}
 	if (__atomic_exchange_n(&tc->rcu_dirty, 0, __ATOMIC_RELAXED))
 		__atomic_fetch_sub(&dirty_threads, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < NR_CLASSES; i++)
-		steal_slot(&tc->pcs[i].rcu_free);
+		steal_slot(&tc->pcs[i].rcu_free, node);
 	for (unsigned int i = 0; i < tc->nr_ext; i++)
-		steal_slot(&tc->ext[i].rcu_free);
-	steal_slot(&tc->rcu_array);
+		steal_slot(&tc->ext[i].rcu_free, node);
+	steal_slot(&tc->rcu_array, node);
 }
 
 static void steal_all_cb(struct thread_cache *tc, void *arg)
@@ -339,9 +341,9 @@ static bool obj_freeable(void *obj)
 		return false;
 	if (!c->debug)
 		return true;
-	lock_acquire(&c->lock);
+	lock_acquire(&slab_node(s)->lock);
 	bool free_already = slab_obj_is_free(s, idx);
-	lock_release(&c->lock);
+	lock_release(&slab_node(s)->lock);
 	return !free_already;
 }
 
@@ -393,12 +395,15 @@ static uint64_t process_sheaf(struct sheaf *s)
 	}
 	s->size = k;
 	stat_add(c, SHEAF_STAT_free_slow, k);
-	if (k == s->capacity && barn_put_full(c, s)) {
+	/* Back to the node its objects came from, where the thread that
+	 * allocated them will look first. */
+	struct cache_node *n = sheaf_node(c, s);
+	if (k == s->capacity && barn_put_full(c, n, s)) {
 		stat(c, rcu_sheaf_barn);
 	} else {
 		sheaf_flush(c, s);
 		stat(c, rcu_sheaf_flush);
-		barn_put_empty(c, s);
+		barn_put_empty(c, n, s);
 	}
 	return k;
 }
@@ -482,6 +487,7 @@ static bool urgent(void)
 static void *drain_main(void *arg)
 {
 	(void)arg;
+	thread_set_background();
 	uint32_t last_steal = coarse_ms();
 	while (!__atomic_load_n(&drain_stop, __ATOMIC_ACQUIRE)) {
 		int kick = __atomic_load_n(&drain_kick, __ATOMIC_SEQ_CST);
@@ -752,7 +758,7 @@ static void rcu_free_nolock_slow(void *obj, void *field)
 		if (!s && slot) {
 			/* An empty sheaf from the barn, if its lock is free:
 			 * taking one never blocks and allocates nothing. */
-			s = barn_try_get_empty(c);
+			s = barn_try_get_empty(c, &c->node[tc->node]);
 			if (s)
 				s->cache = c;
 		}
@@ -803,7 +809,8 @@ void rcu_provision(struct thread_cache *tc)
 		struct sheaf **slot = &tc->pcs[cls].rcu_free;
 		if (__atomic_load_n(slot, __ATOMIC_RELAXED) || !c->sheaf_capacity)
 			continue;
-		struct sheaf *s = barn_get_empty(c);
+		struct cache_node *home = &c->node[tc->node];
+		struct sheaf *s = barn_get_empty(c, home);
 		if (!s)
 			s = sheaf_new(c);
 		if (!s)
@@ -812,7 +819,7 @@ void rcu_provision(struct thread_cache *tc)
 		struct sheaf *expect = NULL;
 		if (!__atomic_compare_exchange_n(slot, &expect, s, false, __ATOMIC_RELEASE,
 						 __ATOMIC_RELAXED))
-			barn_put_empty(c, s);
+			barn_put_empty(c, home, s);
 	}
 }
 

@@ -8,8 +8,12 @@
  * do:
  *   1. the spare sheaf          (swap, thread-local)
  *   2. the barn                 (exchange a whole sheaf, one short lock)
- *   3. the slabs                (refill or flush in bulk, cache lock)
- * so the slabs see one locked bulk operation per sheaf of objects.
+ *   3. the slabs                (refill or flush in bulk, node lock)
+ * so the slabs see one locked bulk operation per sheaf of objects.  The
+ * barn and slabs are those of the thread's home node (struct cache_node);
+ * a refill that finds no object there takes what another node's barn holds
+ * beyond its keep before it makes a new slab, and full sheaves go to the
+ * barn of their objects' node.
  */
 #include "internal.h"
 
@@ -37,12 +41,40 @@ void sheaf_delete(struct sheaf *s)
 	meta_free(s, sheaf_bytes(s->capacity));
 }
 
-unsigned int sheaf_refill(struct sheaf_cache *c, struct sheaf *s)
+unsigned int sheaf_refill(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s, bool grow)
 {
-	unsigned int n = cache_alloc_from_slabs(c, s->objects + s->size, s->capacity - s->size);
-	s->size += n;
-	stat(c, sheaf_refill);
-	return n;
+	unsigned int got = cache_alloc_from_slabs(c, n, s->objects + s->size, s->capacity - s->size, grow);
+	s->size += got;
+	if (got)
+		stat(c, sheaf_refill);
+	return got;
+}
+
+/*
+ * An empty main sheaf -> one with objects, or NULL: the home node's slabs
+ * as they are, else a full sheaf that another node's barn holds beyond its
+ * keep (exchanged for `s`), else a new slab at home.  A burst of frees on
+ * another node is so used before the process grows.
+ */
+static struct sheaf *refill_main(struct sheaf_cache *c, struct cache_node *home, struct sheaf *s)
+{
+	if (sheaf_refill(c, home, s, false))
+		return s;
+	if (sheaf_nr_nodes > 1) {
+		struct sheaf *full = barn_replace_empty_remote(c, home, s);
+		if (full)
+			return full;
+	}
+	return sheaf_refill(c, home, s, true) ? s : NULL;
+}
+
+struct cache_node *sheaf_node(struct sheaf_cache *c, const struct sheaf *s)
+{
+	if (sheaf_nr_nodes == 1 || !s->size)
+		return &c->node[0];
+	const struct slab *slab = (const struct slab *)pagemap_lookup((uintptr_t)s->objects[0]);
+	sheaf_assert(slab && slab->cache == c);
+	return slab_node(slab);
 }
 
 void sheaf_flush(struct sheaf_cache *c, struct sheaf *s)
@@ -57,7 +89,7 @@ void sheaf_flush(struct sheaf_cache *c, struct sheaf *s)
 static void *alloc_direct(struct sheaf_cache *c)
 {
 	void *p;
-	if (!cache_alloc_from_slabs(c, &p, 1)) {
+	if (!cache_alloc_from_slabs(c, cache_home(c), &p, 1, true)) {
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -76,10 +108,11 @@ static void *alloc_direct(struct sheaf_cache *c)
 void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 {
 	struct sheaf *main = pcs_main_out(pcs);
+	struct cache_node *home = cache_home(c);
 
 	if (main == &sheaf_empty) {
 		/* First allocation from this cache by this thread. */
-		main = barn_get_full(c);
+		main = barn_get_full(c, home);
 		if (!main) {
 			main = sheaf_new(c);
 			if (!main)
@@ -93,18 +126,23 @@ void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs)
 	} else if (!pcs->spare) {
 		/* Keep the empty main as spare: the next burst of frees will
 		 * need room. */
-		struct sheaf *full = barn_get_full(c);
+		struct sheaf *full = barn_get_full(c, home);
 		if (full) {
 			pcs->spare = main;
 			main = full;
 		}
 	} else {
-		struct sheaf *full = barn_replace_empty_sheaf(c, main);
+		struct sheaf *full = barn_replace_empty_sheaf(c, home, main);
 		if (full)
 			main = full;
 	}
 
-	bool empty = !main->size && !sheaf_refill(c, main);
+	if (!main->size) {
+		struct sheaf *got = refill_main(c, home, main);
+		if (got)
+			main = got;
+	}
+	bool empty = !main->size;
 	void *p = empty ? NULL : main->objects[--main->size];
 	pcs_set_main(pcs, main);
 	if (empty) {
@@ -123,7 +161,7 @@ void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
 	stat(c, free_slow);
 
 	if (main == &sheaf_empty) {
-		main = barn_get_empty(c);
+		main = barn_get_empty(c, cache_home(c));
 		if (!main)
 			main = sheaf_new(c);
 		if (!main)
@@ -135,7 +173,7 @@ void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
 			main = spare;
 			stat(c, sheaf_swap);
 		} else if (!spare) {
-			empty = barn_get_empty(c);
+			empty = barn_get_empty(c, cache_home(c));
 			if (!empty)
 				empty = sheaf_new(c);
 			if (empty) {
@@ -144,7 +182,7 @@ void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
 			} else {
 				sheaf_flush(c, main);
 			}
-		} else if ((empty = barn_replace_full_sheaf(c, main))) {
+		} else if ((empty = barn_replace_full_sheaf(c, sheaf_node(c, main), main))) {
 			main = empty;
 		} else {
 			/* The barn holds enough full sheaves: objects go back
@@ -162,23 +200,23 @@ direct:
 	stat(c, slab_direct);
 }
 
-static void pcs_give_back(struct sheaf_cache *c, struct sheaf *s)
+static void pcs_give_back(struct sheaf_cache *c, struct sheaf *s, struct cache_node *home)
 {
 	if (!s || s == &sheaf_empty)
 		return;
-	if (s->size == s->capacity && s->size && barn_put_full(c, s))
+	if (s->size == s->capacity && s->size && barn_put_full(c, sheaf_node(c, s), s))
 		return;
 	sheaf_flush(c, s);
-	barn_put_empty(c, s);
+	barn_put_empty(c, home, s);
 }
 
-void pcs_drain(struct sheaf_cache *c, struct pcs *pcs)
+void pcs_drain(struct sheaf_cache *c, struct pcs *pcs, struct cache_node *home)
 {
 	struct sheaf *main = pcs_main_out(pcs), *spare = pcs->spare;
 	pcs_set_main(pcs, &sheaf_empty);
 	pcs->spare = NULL;
-	pcs_give_back(c, main);
-	pcs_give_back(c, spare);
+	pcs_give_back(c, main, home);
+	pcs_give_back(c, spare, home);
 	pcs_fold_counters(c, pcs);
 }
 
@@ -242,11 +280,11 @@ static void debug_free(struct sheaf_cache *c, void *obj)
 {
 	struct slab *s = (struct slab *)pagemap_lookup((uintptr_t)obj);
 	sheaf_assert(s);   /* free() found obj in one of c's slabs */
-	lock_acquire(&c->lock);
+	lock_acquire(&slab_node(s)->lock);
 	bool already = slab_obj_is_free(s, slab_index(s, (uintptr_t)obj));
 	if (c->debug & DEBUG_F)
 		debug_slab_consistent(c, s);
-	lock_release(&c->lock);
+	lock_release(&slab_node(s)->lock);
 	if (already) {
 		stat(c, free_invalid);
 		debug_report_double_free(c, s, obj);

@@ -8,7 +8,7 @@
  * touched in bulk from the sheaf slow paths, so the bitmap scan is amortised
  * over a whole sheaf.
  *
- * All functions here are called with slab->cache->lock held, except
+ * All functions here are called with the lock of the slab's node held, except
  * slab_create() (no other thread can see the slab yet) and slab_destroy()
  * (the slab is already off every list).
  */
@@ -66,7 +66,7 @@ void slab_layout_init(struct sheaf_cache *c)
 	}
 }
 
-struct slab *slab_create(struct sheaf_cache *c)
+struct slab *slab_create(struct sheaf_cache *c, unsigned int node)
 {
 	uint32_t objects = c->objects_per_slab;
 	struct slab *s = meta_alloc(slab_header_size(c, objects));   /* zeroed */
@@ -77,6 +77,7 @@ struct slab *slab_create(struct sheaf_cache *c)
 		meta_free(s, slab_header_size(c, objects));
 		return NULL;
 	}
+	s->node = (uint8_t)node;
 	if (c->ext_marks)
 		s->marks = (uintptr_t *)((char *)s + slab_marks_offset(objects));
 	vg_fresh(run, SLAB_MIN_BYTES << c->slab_order);
@@ -137,14 +138,14 @@ void slab_destroy(struct slab *s)
 }
 
 /* xorshift64*: the secure object order needs unpredictability from the
- * outside, not statistics; the state is per cache, under its lock. */
-static uint64_t slab_rnd(struct sheaf_cache *c)
+ * outside, not statistics; the state is per cache node, under its lock. */
+static uint64_t slab_rnd(struct cache_node *n)
 {
-	uint64_t x = c->rnd;
+	uint64_t x = n->rnd;
 	x ^= x >> 12;
 	x ^= x << 25;
 	x ^= x >> 27;
-	c->rnd = x;
+	n->rnd = x;
 	return x * 0x2545F4914F6CDD1Dull;
 }
 
@@ -153,7 +154,7 @@ unsigned int slab_take(struct slab *s, void **out, unsigned int n)
 	unsigned int got = 0;
 	uint32_t words = (s->objects + 63) / 64, start = 0;
 	if (unlikely(s->cache->guard))   /* secure: start at a random word */
-		start = (uint32_t)(slab_rnd(s->cache) % words);
+		start = (uint32_t)(slab_rnd(slab_node(s)) % words);
 	for (uint32_t k = 0; k < words && got < n; k++) {
 		uint32_t w = start + k < words ? start + k : start + k - words;
 		uint64_t bits = s->freemap[w];
@@ -167,7 +168,7 @@ unsigned int slab_take(struct slab *s, void **out, unsigned int n)
 	s->inuse += got;
 	if (unlikely(s->cache->guard))   /* secure: Fisher-Yates over the batch */
 		for (unsigned int i = got; i > 1; i--) {
-			unsigned int j = (unsigned int)(slab_rnd(s->cache) % i);
+			unsigned int j = (unsigned int)(slab_rnd(slab_node(s)) % i);
 			void *t = out[i - 1];
 			out[i - 1] = out[j];
 			out[j] = t;

@@ -64,14 +64,17 @@ void stats_cache_snapshot(struct sheaf_cache *c, struct sheaf_cache_stats *st)
 	st->events[SHEAF_STAT_free_fast] += fs.free;
 	st->events[SHEAF_STAT_free_rcu_sheaf] += fs.rcu;
 
-	lock_acquire(&c->lock);
-	st->slabs = c->nr_partial + c->nr_empty + c->nr_full;
-	lock_release(&c->lock);
+	for (unsigned int i = 0; i < sheaf_nr_nodes; i++) {
+		struct cache_node *n = &c->node[i];
+		lock_acquire(&n->lock);
+		st->slabs += n->nr_partial + n->nr_empty + n->nr_full;
+		lock_release(&n->lock);
+		lock_acquire(&n->barn.lock);
+		st->barn_full += n->barn.nr_full;
+		st->barn_empty += n->barn.nr_empty;
+		lock_release(&n->barn.lock);
+	}
 	st->objects_total = st->slabs * c->objects_per_slab;
-	lock_acquire(&c->barn.lock);
-	st->barn_full = c->barn.nr_full;
-	st->barn_empty = c->barn.nr_empty;
-	lock_release(&c->barn.lock);
 
 	uint64_t allocs = st->events[SHEAF_STAT_alloc_fast] + st->events[SHEAF_STAT_alloc_slow];
 	uint64_t frees = st->events[SHEAF_STAT_free_fast] + st->events[SHEAF_STAT_free_slow];

@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/random.h>
@@ -28,6 +29,12 @@
 
 __thread struct thread_cache *sheaf_tc __attribute__((tls_model("initial-exec")));
 static __thread int tc_creating __attribute__((tls_model("initial-exec")));
+static __thread bool tc_background __attribute__((tls_model("initial-exec")));
+
+void thread_set_background(void)
+{
+	tc_background = true;
+}
 
 int sheaf_ready;
 int sheaf_on_valgrind;
@@ -69,6 +76,10 @@ static pthread_key_t tc_key;
 static sheaf_lock_t threads_lock = SHEAF_LOCK_INIT;
 static struct thread_cache *threads_head;
 static unsigned long nr_threads;
+/* Live threads per cache node (struct cache_node), under threads_lock: a
+ * new thread makes the least used node its home, so that as many threads
+ * as there are nodes never share a slab (see internal.h). */
+static unsigned int node_threads[SHEAF_MAX_NODES];
 
 static struct thread_cache tc_dead = {
 	.pcs = { [0 ... NR_CLASSES - 1] = { .main = &sheaf_empty } },
@@ -79,6 +90,22 @@ static void thread_cache_exit(void *arg);
 static void fork_prepare(void);
 static void fork_parent(void);
 static void fork_child(void);
+
+/* The nodes option, or one node per CPU the process may run on (as the
+ * kernel has a kmem_cache_node per NUMA node and a sheaf per CPU).  No
+ * allocation: this runs inside the process's first malloc. */
+static void nodes_init(void)
+{
+	unsigned int n = sheaf_opt.nodes;
+	if (!n) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		n = sched_getaffinity(0, sizeof(set), &set) == 0 ? (unsigned int)CPU_COUNT(&set) : 1;
+	}
+	if (config_tiny || n < 1)
+		n = 1;   /* no sheaves, no barn: one node is the smallest footprint */
+	sheaf_nr_nodes = n < SHEAF_MAX_NODES ? n : SHEAF_MAX_NODES;
+}
 
 static uint64_t make_key(void)
 {
@@ -104,6 +131,7 @@ void sheaf_init(void)
 #endif
 		prof_init();
 		sheaf_free_key = make_key();
+		nodes_init();
 		sizeclass_init();
 		if (pthread_key_create(&tc_key, thread_cache_exit) != 0)
 			diag_fatal("sheaf: pthread_key_create failed\n");
@@ -150,6 +178,11 @@ struct thread_cache *thread_cache_get(void)
 		return NULL;
 	}
 	lock_acquire(&threads_lock);
+	tc->counted = !tc_background;
+	for (unsigned int i = 1; i < sheaf_nr_nodes && tc->counted; i++)
+		if (node_threads[i] < node_threads[tc->node])
+			tc->node = i;
+	node_threads[tc->node] += tc->counted;
 	tc->next = threads_head;
 	if (threads_head)
 		threads_head->prev = tc;
@@ -246,7 +279,7 @@ static void __thread_cache_release(struct thread_cache *tc)
 	nolock_release(tc);
 	large_slot_release(tc);
 	for (int i = 0; i < NR_CLASSES; i++)
-		pcs_drain(&kmalloc_caches[i], &tc->pcs[i]);
+		pcs_drain(&kmalloc_caches[i], &tc->pcs[i], &kmalloc_caches[i].node[tc->node]);
 	/* An entry whose cache was destroyed was drained by the destroy
 	 * (under threads_lock, like this), so `cache` is only followed while
 	 * the entry still holds something. */
@@ -254,7 +287,7 @@ static void __thread_cache_release(struct thread_cache *tc)
 		struct pcs *pcs = &tc->ext[i];
 		if (pcs->main != &sheaf_empty || pcs->spare || pcs->alloc_fast || pcs->free_fast ||
 		    pcs->rcu_sheaf)
-			pcs_drain(pcs->cache, pcs);
+			pcs_drain(pcs->cache, pcs, &pcs->cache->node[tc->node]);
 	}
 	if (tc->prev)
 		tc->prev->next = tc->next;
@@ -263,6 +296,7 @@ static void __thread_cache_release(struct thread_cache *tc)
 	if (tc->next)
 		tc->next->prev = tc->prev;
 	nr_threads--;
+	node_threads[tc->node] -= tc->counted;
 	meta_free(tc->ext, tc->nr_ext * sizeof(*tc->ext));
 	meta_free(tc, sizeof(*tc));
 }
@@ -292,15 +326,31 @@ static void orphan_release(struct thread_cache *tc)
 	if (tc->next)
 		tc->next->prev = tc->prev;
 	nr_threads--;
+	node_threads[tc->node] -= tc->counted;
+}
+
+static void flush_node_cb(struct sheaf_cache *c, void *arg)
+{
+	barn_flush_node(c, *(unsigned int *)arg);
 }
 
 static void thread_cache_exit(void *arg)
 {
 	struct thread_cache *tc = arg;
+	unsigned int node = tc->node;
+	bool counted = tc->counted;
 	sheaf_tc = &tc_dead;
 	lock_acquire(&threads_lock);
-	__thread_cache_release(tc);
+	__thread_cache_release(tc);   /* frees tc */
+	bool last = sheaf_nr_nodes > 1 && counted && !node_threads[node];
 	lock_release(&threads_lock);
+	/* The node's last thread: what its barns keep for the node's threads
+	 * goes to the slabs (and their empty ones, beyond slab_retain, to
+	 * the OS).  No thread of another node takes a barn's keep, so it
+	 * would wait for the next thread to make this node its home.  After
+	 * threads_lock: caches_lock comes first (fork_prepare()). */
+	if (last)
+		caches_foreach(flush_node_cb, &node);
 }
 
 /* ---------------------------------------------------------------- fork */

@@ -97,7 +97,7 @@ declare -A SKIP_ASAN=(
 # judge: it defers signals to its own safe points and reports every
 # non-AS-safe call in a handler), and the single-threaded rest.
 TSAN_INTEGRATION="test_random_mt test_thread_churn test_rcu_safety"
-TSAN_UNIT="test_sheaf"
+TSAN_UNIT="test_sheaf test_node"
 
 # -------------------------------------------------------------- the core
 if [ -z "${CORE_SOURCES:-}" ]; then

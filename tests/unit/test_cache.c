@@ -46,9 +46,9 @@ static bool lists_consistent(struct sheaf_cache *c, unsigned long *inuse)
 {
 	bool ok = true;
 	unsigned long n[3] = { 0, 0, 0 }, used = 0;
-	struct slab *heads[3] = { c->full, c->partial, c->empty };
+	struct slab *heads[3] = { c->node[0].full, c->node[0].partial, c->node[0].empty };
 	unsigned int which[3] = { SLAB_ON_FULL, SLAB_ON_PARTIAL, SLAB_ON_EMPTY };
-	lock_acquire(&c->lock);
+	lock_acquire(&c->node[0].lock);
 	for (int l = 0; l < 3; l++) {
 		struct slab *prev = NULL;
 		for (struct slab *s = heads[l]; s; prev = s, s = s->next) {
@@ -63,9 +63,9 @@ static bool lists_consistent(struct sheaf_cache *c, unsigned long *inuse)
 				return false;   /* a cycle */
 		}
 	}
-	if (n[0] != c->nr_full || n[1] != c->nr_partial || n[2] != c->nr_empty)
+	if (n[0] != c->node[0].nr_full || n[1] != c->node[0].nr_partial || n[2] != c->node[0].nr_empty)
 		ok = false;
-	lock_release(&c->lock);
+	lock_release(&c->node[0].lock);
 	if (inuse)
 		*inuse = used;
 	return ok;
@@ -73,7 +73,7 @@ static bool lists_consistent(struct sheaf_cache *c, unsigned long *inuse)
 
 static unsigned long nr_slabs(const struct sheaf_cache *c)
 {
-	return c->nr_full + c->nr_partial + c->nr_empty;
+	return c->node[0].nr_full + c->node[0].nr_partial + c->node[0].nr_empty;
 }
 
 static int cmp_ptr(const void *a, const void *b)
@@ -106,7 +106,8 @@ static size_t empty_bytes_all;
 static void sum_empty(struct sheaf_cache *c, void *arg)
 {
 	(void)arg;
-	empty_bytes_all += c->nr_empty * slab_bytes(c);
+	for (unsigned int k = 0; k < sheaf_nr_nodes; k++)
+		empty_bytes_all += c->node[k].nr_empty * slab_bytes(c);
 }
 
 /* cache_retained_bytes() is the bytes of the empty slabs of all caches. */
@@ -134,9 +135,9 @@ static void test_bulk(void)
 
 	size_t res0 = page_resident_run_bytes();
 	uint64_t created0 = c->stat[SHEAF_STAT_slab_alloc];
-	CHECK(cache_alloc_from_slabs(c, objs, total) == total);
-	CHECKF(nr_slabs(c) == SLABS && c->nr_full == SLABS, "after %u: %lu full %lu partial %lu empty",
-	       total, c->nr_full, c->nr_partial, c->nr_empty);
+	CHECK(cache_alloc_from_slabs(c, &c->node[0], objs, total, true) == total);
+	CHECKF(nr_slabs(c) == SLABS && c->node[0].nr_full == SLABS, "after %u: %lu full %lu partial %lu empty",
+	       total, c->node[0].nr_full, c->node[0].nr_partial, c->node[0].nr_empty);
 	CHECK(c->stat[SHEAF_STAT_slab_alloc] - created0 == SLABS);
 	CHECKF(page_resident_run_bytes() - res0 == SLABS * sb, "resident grew by %zu, want %zu",
 	       page_resident_run_bytes() - res0, SLABS * sb);
@@ -146,21 +147,21 @@ static void test_bulk(void)
 
 	/* One more object: a new slab, partial. */
 	void *extra;
-	CHECK(cache_alloc_from_slabs(c, &extra, 1) == 1);
-	CHECK(c->nr_full == SLABS && c->nr_partial == 1 && c->nr_empty == 0);
-	struct slab *ps = c->partial;
+	CHECK(cache_alloc_from_slabs(c, &c->node[0], &extra, 1, true) == 1);
+	CHECK(c->node[0].nr_full == SLABS && c->node[0].nr_partial == 1 && c->node[0].nr_empty == 0);
+	struct slab *ps = c->node[0].partial;
 	CHECK(pagemap_lookup((uintptr_t)extra) == (uintptr_t)ps);
 	/* Free one object of a full slab: it becomes partial too. */
 	void *victim = objs[5 * per + 3];
 	struct slab *vs = (struct slab *)pagemap_lookup((uintptr_t)victim);
 	REQUIRE(vs != NULL && vs->list == SLAB_ON_FULL);
 	cache_free_to_slabs(c, &victim, 1);
-	CHECK(vs->list == SLAB_ON_PARTIAL && c->nr_partial == 2 && c->nr_full == SLABS - 1);
+	CHECK(vs->list == SLAB_ON_PARTIAL && c->node[0].nr_partial == 2 && c->node[0].nr_full == SLABS - 1);
 	CHECK(slab_obj_is_free(vs, slab_index(vs, (uintptr_t)victim)));
 	/* The next allocation comes from a partial slab, never a new one. */
 	void *again;
 	uint64_t created1 = c->stat[SHEAF_STAT_slab_alloc];
-	CHECK(cache_alloc_from_slabs(c, &again, 1) == 1);
+	CHECK(cache_alloc_from_slabs(c, &c->node[0], &again, 1, true) == 1);
 	struct slab *as = (struct slab *)pagemap_lookup((uintptr_t)again);
 	CHECK(as == vs || as == ps);
 	CHECK(c->stat[SHEAF_STAT_slab_alloc] == created1);
@@ -175,9 +176,9 @@ static void test_bulk(void)
 	cache_free_to_slabs(c, two, 2);
 	objs[5 * per + 3] = NULL;
 	CHECK(lists_consistent(c, &used) && used == total - 1);
-	CHECKF(c->nr_empty == 1 && c->nr_full == SLABS - 1 && c->nr_partial == 1 &&
-	       c->empty == ps && c->partial == vs,
-	       "%lu full %lu partial %lu empty", c->nr_full, c->nr_partial, c->nr_empty);
+	CHECKF(c->node[0].nr_empty == 1 && c->node[0].nr_full == SLABS - 1 && c->node[0].nr_partial == 1 &&
+	       c->node[0].empty == ps && c->node[0].partial == vs,
+	       "%lu full %lu partial %lu empty", c->node[0].nr_full, c->node[0].nr_partial, c->node[0].nr_empty);
 	CHECK(page_resident_run_bytes() == res1);
 	CHECK(retained_matches());
 
@@ -194,13 +195,13 @@ static void test_bulk(void)
 	REQUIRE(k == total - 1);
 	uint64_t freed0 = c->stat[SHEAF_STAT_slab_free];
 	cache_free_to_slabs(c, order, k / 2);
-	CHECKF(c->nr_partial == SLABS && c->nr_full == 0 && c->nr_empty == 1,
-	       "half freed: %lu partial %lu full", c->nr_partial, c->nr_full);
+	CHECKF(c->node[0].nr_partial == SLABS && c->node[0].nr_full == 0 && c->node[0].nr_empty == 1,
+	       "half freed: %lu partial %lu full", c->node[0].nr_partial, c->node[0].nr_full);
 	CHECK(lists_consistent(c, &used) && used == k - k / 2);
 	cache_free_to_slabs(c, order + k / 2, k - k / 2);
 	CHECK(lists_consistent(c, &used) && used == 0);
-	CHECKF(c->nr_empty == sheaf_opt.slab_reserve && nr_slabs(c) == sheaf_opt.slab_reserve,
-	       "after freeing all: %lu empty (reserve %u)", c->nr_empty, sheaf_opt.slab_reserve);
+	CHECKF(c->node[0].nr_empty == sheaf_opt.slab_reserve && nr_slabs(c) == sheaf_opt.slab_reserve,
+	       "after freeing all: %lu empty (reserve %u)", c->node[0].nr_empty, sheaf_opt.slab_reserve);
 	CHECK(c->stat[SHEAF_STAT_slab_free] - freed0 == SLABS + 1 - sheaf_opt.slab_reserve);
 	CHECKF(res1 - page_resident_run_bytes() == (SLABS + 1 - sheaf_opt.slab_reserve) * sb,
 	       "resident fell by %zu, want %zu", res1 - page_resident_run_bytes(),
@@ -209,12 +210,12 @@ static void test_bulk(void)
 
 	/* A bigger reserve keeps more; shrink(0) releases them all. */
 	sheaf_opt.slab_reserve = 3;
-	CHECK(cache_alloc_from_slabs(c, objs, total) == total);
+	CHECK(cache_alloc_from_slabs(c, &c->node[0], objs, total, true) == total);
 	cache_free_to_slabs(c, objs, total);
-	CHECKF(c->nr_empty == 3 && nr_slabs(c) == 3, "reserve 3: %lu empty", c->nr_empty);
+	CHECKF(c->node[0].nr_empty == 3 && nr_slabs(c) == 3, "reserve 3: %lu empty", c->node[0].nr_empty);
 	size_t res2 = page_resident_run_bytes();
 	CHECK(cache_shrink(c, 0));
-	CHECK(c->nr_empty == 0 && nr_slabs(c) == 0 && c->empty == NULL);
+	CHECK(c->node[0].nr_empty == 0 && nr_slabs(c) == 0 && c->node[0].empty == NULL);
 	CHECK(res2 - page_resident_run_bytes() == 3 * sb);
 	CHECK(!cache_shrink(c, 0));   /* nothing left to release */
 	CHECK(retained_matches());
@@ -223,23 +224,23 @@ static void test_bulk(void)
 	 * caches together hold at most slab_retain bytes of them. */
 	sheaf_opt.slab_reserve = 1;
 	sheaf_opt.slab_retain = 4 * sb + cache_retained_bytes();
-	CHECK(cache_alloc_from_slabs(c, objs, total) == total);
+	CHECK(cache_alloc_from_slabs(c, &c->node[0], objs, total, true) == total);
 	cache_free_to_slabs(c, objs, total);
-	CHECKF(c->nr_empty >= 1, "the reserve was released: %lu empty", c->nr_empty);
-	CHECKF(c->nr_empty == 1 || cache_retained_bytes() <= sheaf_opt.slab_retain,
-	       "%lu empty slabs, %zu B retained, budget %zu", c->nr_empty, cache_retained_bytes(),
+	CHECKF(c->node[0].nr_empty >= 1, "the reserve was released: %lu empty", c->node[0].nr_empty);
+	CHECKF(c->node[0].nr_empty == 1 || cache_retained_bytes() <= sheaf_opt.slab_retain,
+	       "%lu empty slabs, %zu B retained, budget %zu", c->node[0].nr_empty, cache_retained_bytes(),
 	       sheaf_opt.slab_retain);
-	CHECKF(c->nr_empty <= 5, "%lu empty slabs kept for a budget of 4 beyond the reserve",
-	       c->nr_empty);
+	CHECKF(c->node[0].nr_empty <= 5, "%lu empty slabs kept for a budget of 4 beyond the reserve",
+	       c->node[0].nr_empty);
 	CHECK(retained_matches());
 	CHECK(cache_shrink(c, 1));
-	CHECK(c->nr_empty == 1);
-	CHECK(cache_shrink(c, 0) && c->nr_empty == 0);
+	CHECK(c->node[0].nr_empty == 1);
+	CHECK(cache_shrink(c, 0) && c->node[0].nr_empty == 0);
 	sheaf_opt.slab_retain = 0;
 
 	/* A double free inside one bulk free: diagnosed, skipped, counted. */
 	sheaf_opt.abort_on_error = false;
-	CHECK(cache_alloc_from_slabs(c, objs, 4) == 4);
+	CHECK(cache_alloc_from_slabs(c, &c->node[0], objs, 4, true) == 4);
 	void *dup[5] = { objs[0], objs[1], objs[0], objs[2], objs[3] };
 	uint64_t inv0 = c->stat[SHEAF_STAT_free_invalid];
 	fprintf(stderr, "test_cache: expect a double free diagnostic:\n");
@@ -262,7 +263,7 @@ static void test_check_free(void)
 	REQUIRE(c != NULL);
 	REQUIRE(c->size == 1000 && c->slab_order == 0 && c->objects_per_slab == 16);
 	void *objs[16];
-	REQUIRE(cache_alloc_from_slabs(c, objs, 16) == 16);
+	REQUIRE(cache_alloc_from_slabs(c, &c->node[0], objs, 16, true) == 16);
 	for (int i = 0; i < 16; i++)
 		obj_mark_alloc(c, objs[i]);
 	const struct slab *s = (const struct slab *)pagemap_lookup((uintptr_t)objs[0]);

@@ -141,10 +141,14 @@ static void test_kmalloc_caches(void)
 				       "class %u: sheaf_capacity %u > %u of the class below", cs,
 				       c->sheaf_capacity, kmalloc_caches[i - 1].sheaf_capacity);
 		}
-		/* Nothing allocated yet: no slabs, an empty barn. */
-		CHECKF(!c->partial && !c->full && !c->empty && !c->nr_partial && !c->nr_full &&
-		       !c->nr_empty, "class %u: slabs before any allocation", cs);
-		CHECKF(c->barn.nr_full == 0 && c->barn.nr_empty == 0, "class %u: barn not empty", cs);
+		/* Nothing allocated yet: no slabs, empty barns, on every node. */
+		for (unsigned int k = 0; k < sheaf_nr_nodes; k++) {
+			const struct cache_node *n = &c->node[k];
+			CHECKF(!n->partial && !n->full && !n->empty && !n->nr_partial && !n->nr_full &&
+			       !n->nr_empty, "class %u node %u: slabs before any allocation", cs, k);
+			CHECKF(n->barn.nr_full == 0 && n->barn.nr_empty == 0,
+			       "class %u node %u: barn not empty", cs, k);
+		}
 	}
 }
 

@@ -84,7 +84,7 @@ static bool objects_valid(const struct slab *s, void **objs, unsigned int n)
 /* Takes and puts objects of a fresh slab of `c`; destroys it. */
 static void exercise_slab(struct sheaf_cache *c)
 {
-	struct slab *s = slab_create(c);
+	struct slab *s = slab_create(c, 0);
 	REQUIRE(s != NULL);
 	const char *name = c->name;
 	uint32_t n = c->objects_per_slab;
@@ -172,6 +172,7 @@ static void exercise_slab(struct sheaf_cache *c)
 /* ----------------------------------------------------------- constructor */
 
 static struct sheaf_cache ctor_cache;
+static struct cache_node ctor_nodes[SHEAF_MAX_NODES];
 static unsigned long ctor_calls;
 static bool ctor_bad_ptr;
 
@@ -199,13 +200,14 @@ static void ctor(void *p)
 
 static void test_ctor(void)
 {
-	REQUIRE(cache_setup(&ctor_cache, "test-ctor", sizeof(struct ctor_obj), 0, 0, ctor, -1) == 0);
+	REQUIRE(cache_setup(&ctor_cache, ctor_nodes, "test-ctor", sizeof(struct ctor_obj), 0, 0, ctor,
+			    -1) == 0);
 	struct sheaf_cache *c = &ctor_cache;
 	/* The marker word goes after the object, which keeps its state. */
 	CHECKF(c->marker_off >= sizeof(struct ctor_obj), "ctor cache marker_off %u", c->marker_off);
 	CHECKF(c->size >= c->marker_off + sizeof(uintptr_t), "ctor cache stride %u", c->size);
 
-	struct slab *s = slab_create(c);
+	struct slab *s = slab_create(c, 0);
 	REQUIRE(s != NULL);
 	uint32_t n = s->objects;
 	CHECKF(ctor_calls == n, "constructor ran %lu times for %u objects", ctor_calls, n);
@@ -230,7 +232,7 @@ static void test_ctor(void)
 	slab_destroy(s);
 
 	/* A second slab constructs its own objects. */
-	s = slab_create(c);
+	s = slab_create(c, 0);
 	REQUIRE(s != NULL);
 	CHECKF(ctor_calls == 2ul * n, "second slab: constructor ran %lu times", ctor_calls);
 	slab_destroy(s);
@@ -294,6 +296,7 @@ int main(void)
 	/* User caches of a few shapes: odd stride, tail waste, big objects,
 	 * cache-line alignment, page alignment, the smallest and largest. */
 	static struct sheaf_cache uc[7];
+	static struct cache_node uc_nodes[7][SHEAF_MAX_NODES];
 	static const struct {
 		size_t size, align;
 		unsigned int flags;
@@ -304,8 +307,8 @@ int main(void)
 	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
 		char name[32];
 		snprintf(name, sizeof(name), "test-%zu-%zu", shapes[i].size, shapes[i].align);
-		REQUIRE(cache_setup(&uc[i], name, shapes[i].size, shapes[i].align, shapes[i].flags,
-				    NULL, -1) == 0);
+		REQUIRE(cache_setup(&uc[i], uc_nodes[i], name, shapes[i].size, shapes[i].align,
+				    shapes[i].flags, NULL, -1) == 0);
 		CHECKF(uc[i].cls == CLASS_NONE, "%s: cls %u", name, uc[i].cls);
 		size_t align = uc[i].align;
 		CHECKF(uc[i].size >= shapes[i].size && uc[i].size % align == 0,
