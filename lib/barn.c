@@ -100,6 +100,16 @@ static void full_flush(struct sheaf_cache *c, struct sheaf *list)
 	}
 }
 
+/* A full sheaf leaving the barn for a thread: an rcu sheaf gets its
+ * markers written now (sheaf_settle()); double frees found then leave it
+ * short of full, which a thread's main sheaf may be. */
+static struct sheaf *taken(struct sheaf_cache *c, struct sheaf *s)
+{
+	if (s && unlikely(s->unsettled))
+		rcu_note_duplicates(sheaf_settle(c, s));
+	return s;
+}
+
 struct sheaf *barn_get_full(struct sheaf_cache *c, struct cache_node *n)
 {
 	struct barn *b = &n->barn;
@@ -108,7 +118,7 @@ struct sheaf *barn_get_full(struct sheaf_cache *c, struct cache_node *n)
 	full_taken(c, b);
 	lock_release(&b->lock);
 	stat_add(c, s ? SHEAF_STAT_barn_get : SHEAF_STAT_barn_get_fail, 1);
-	return s;
+	return taken(c, s);
 }
 
 struct sheaf *barn_get_empty(struct sheaf_cache *c, struct cache_node *n)
@@ -176,7 +186,7 @@ static struct sheaf *exchange_empty(struct sheaf_cache *c, struct barn *b, struc
 		sheaf_delete(empty);
 		stat(c, sheaf_free);
 	}
-	return full;
+	return taken(c, full);
 }
 
 struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct cache_node *n,

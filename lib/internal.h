@@ -20,6 +20,8 @@
  *              object at cache->marker_off, or beside the slab header for
  *              objects of a page or more) != marker(p)
  *   IN SHEAF   in some thread's main/spare sheaf or a barn sheaf; marker set
+ *              (an rcu sheaf waits in a barn unsettled: its markers are
+ *              written by the thread that takes it, sheaf_settle())
  *   IN SLAB    its bit in slab->freemap is 1; marker set (or never-used memory)
  * The free marker (free_key ^ address, written on free, cleared on alloc) is
  * how a double free is caught on the fast path without touching shared
@@ -516,6 +518,8 @@ struct sheaf {
 	uint32_t capacity;
 	struct sheaf *next;        /* barn list / rcu hand-off link       */
 	struct sheaf_cache *cache; /* rcu sheaves: whose objects (NULL: any) */
+	bool unsettled;            /* an rcu sheaf in a barn: its objects'
+	                            * markers not written yet (sheaf_settle()) */
 	void *objects[];
 };
 /* Capacity 0: the fast paths fall through to the slow path without a NULL
@@ -997,10 +1001,16 @@ void *sheaf_alloc_slow(struct sheaf_cache *c, struct pcs *pcs);
 void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj);
 struct sheaf *sheaf_new(struct sheaf_cache *c);
 void sheaf_delete(struct sheaf *s);
-/* Refills `s` to capacity from slabs; returns objects added. */
-unsigned int sheaf_refill(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s, bool grow);
 /* Flushes every object of `s` to the slabs; `s` is empty afterwards. */
 void sheaf_flush(struct sheaf_cache *c, struct sheaf *s);
+/*
+ * An rcu sheaf whose grace period ended goes to a barn as it is: the drain
+ * thread does not write its objects' free markers, the thread that takes
+ * it does, here (also before a flush).  Drops the objects found marked
+ * free already (a double free: diagnosed, counted in free_invalid, taken
+ * off free_slow); returns how many.  Nothing for a settled sheaf.
+ */
+unsigned int sheaf_settle(struct sheaf_cache *c, struct sheaf *s);
 
 /* Allocation and free on a cache with everything but the inline fast path
  * (the slow paths of both the malloc family and the cache API). */
@@ -1047,6 +1057,9 @@ void rcu_fork_child(void);
 void rcu_stats(uint64_t *gps, uint64_t *objects, uint64_t *pending, uint64_t *fallback);
 /* Frees an object whose start is known (drain paths, tiny callbacks). */
 void rcu_free_now(void *obj);
+/* `n` objects counted as freed after their grace period were double frees
+ * (sheaf_settle() found them): rcu_objects_freed counts them out again. */
+void rcu_note_duplicates(unsigned int n);
 
 /* ------------------------------------------------------------------ stats */
 void stats_cache_snapshot(struct sheaf_cache *c, struct sheaf_cache_stats *st);

@@ -41,31 +41,32 @@ void sheaf_delete(struct sheaf *s)
 	meta_free(s, sheaf_bytes(s->capacity));
 }
 
-unsigned int sheaf_refill(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s, bool grow)
+static unsigned int refill_from(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s, bool grow)
 {
 	unsigned int got = cache_alloc_from_slabs(c, n, s->objects + s->size, s->capacity - s->size, grow);
 	s->size += got;
-	if (got)
-		stat(c, sheaf_refill);
 	return got;
 }
 
 /*
  * An empty main sheaf -> one with objects, or NULL: the home node's slabs
  * as they are, else a full sheaf that another node's barn holds beyond its
- * keep (exchanged for `s`), else a new slab at home.  A burst of frees on
- * another node is so used before the process grows.
+ * keep (exchanged for `s`), then new slabs at home for what is missing.  A
+ * burst of frees on another node is so used before the process grows.
  */
 static struct sheaf *refill_main(struct sheaf_cache *c, struct cache_node *home, struct sheaf *s)
 {
-	if (sheaf_refill(c, home, s, false))
-		return s;
-	if (sheaf_nr_nodes > 1) {
+	if (!refill_from(c, home, s, false) && sheaf_nr_nodes > 1) {
 		struct sheaf *full = barn_replace_empty_remote(c, home, s);
 		if (full)
 			return full;
 	}
-	return sheaf_refill(c, home, s, true) ? s : NULL;
+	if (s->size < s->capacity)
+		refill_from(c, home, s, true);
+	if (!s->size)
+		return NULL;
+	stat(c, sheaf_refill);
+	return s;
 }
 
 struct cache_node *sheaf_node(struct sheaf_cache *c, const struct sheaf *s)
@@ -77,8 +78,32 @@ struct cache_node *sheaf_node(struct sheaf_cache *c, const struct sheaf *s)
 	return slab_node(slab);
 }
 
+unsigned int sheaf_settle(struct sheaf_cache *c, struct sheaf *s)
+{
+	if (likely(!s->unsettled))
+		return 0;
+	s->unsettled = false;
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < s->size; i++) {
+		void *o = s->objects[i];
+		if (unlikely(obj_marked_free(c, o))) {
+			stat(c, free_invalid);
+			diag_bad_pointer("rcu_free()", o, "double free of %p in cache %s", o, c->name);
+			continue;
+		}
+		obj_mark_free(c, o);
+		s->objects[k++] = o;
+	}
+	unsigned int dups = s->size - k;
+	s->size = k;
+	stat_add(c, SHEAF_STAT_free_slow, -(uint64_t)dups);
+	return dups;
+}
+
 void sheaf_flush(struct sheaf_cache *c, struct sheaf *s)
 {
+	if (s->unsettled)
+		rcu_note_duplicates(sheaf_settle(c, s));
 	if (!s->size)
 		return;
 	cache_free_to_slabs(c, s->objects, s->size);

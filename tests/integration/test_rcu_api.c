@@ -56,6 +56,13 @@
  *     rcu_free_barrier()), counted once in rcu_objects_freed (it was freed
  *     once), and the process goes on and exits 0; the same for a large
  *     object and for an object of a cache without sheaves (pointer arrays).
+ *   settle (abort_on_error=0): a full rcu sheaf goes to the barn as it is
+ *     after its grace period, its objects unwritten (the drain thread does
+ *     not touch them); the thread that takes it writes their free markers;
+ *     an object free()d again (by another thread, which keeps it in its
+ *     sheaf) while its sheaf waits in the barn is found then ("rcu_free():
+ *     double free"), handed out only once, counted out of
+ *     rcu_objects_freed, and the accounting ends exact.
  * Every child arms alarm(), so a hang fails instead of blocking the suite.
  * Nothing depends on timing except bounded waits with generous limits.
  */
@@ -972,6 +979,119 @@ static int case_double_rcu(void)
 	return check_done("rcu_api double_rcu");
 }
 
+/*
+ * abort_on_error=0: a full rcu sheaf goes to the barn as it is after its
+ * grace period - the drain thread writes none of its objects (their first
+ * words, where a user cache's free marker lives, keep what the program
+ * wrote) - and the thread that takes it writes the markers of all its
+ * objects then.  An object free()d again while its sheaf waits in the barn
+ * is found at that point: diagnosed, dropped, and handed out only once.
+ */
+#define SETTLE_PATTERN 0x5e771e5e771e0000ull
+struct settle_free {
+	struct sheaf_cache *c;
+	void *obj;
+	pthread_barrier_t freed, done;
+};
+
+/* Frees the object and keeps it in its sheaf until main is done. */
+static void *settle_free_thread(void *arg)
+{
+	struct settle_free *sf = arg;
+	sheaf_cache_free(sf->c, sf->obj);
+	pthread_barrier_wait(&sf->freed);
+	pthread_barrier_wait(&sf->done);
+	return NULL;
+}
+
+static int case_settle(void)
+{
+	if (tiny) {
+		say("settle: a tiny build has no rcu sheaves\n");
+		return 0;
+	}
+	struct sheaf_cache *c = sheaf_cache_create("rcu_api_settle", sizeof(struct cobj), 0, 0, NULL);
+	REQUIRE(c);
+	struct sheaf_cache_stats st;
+	sheaf_cache_stats_get(c, &st);
+	size_t cap = st.sheaf_capacity, n = 3 * cap;
+	struct cobj **o = calloc(n, sizeof(*o)), **again = calloc(n, sizeof(*again));
+	REQUIRE(o && again && cap);
+	/* From a fresh cache: three sheaves' worth, the main sheaf left empty. */
+	for (size_t i = 0; i < n; i++) {
+		o[i] = cobj_new(c);
+		o[i]->canary = SETTLE_PATTERN ^ i;
+	}
+	struct sheaf_stats s0 = stats();
+	for (size_t i = 0; i < n; i++)
+		rcu_free(o[i], rh);
+	CHECK(rcu_free_barrier() == 0);
+	size_t intact = 0;
+	for (size_t i = 0; i < n; i++)
+		intact += o[i]->canary == (SETTLE_PATTERN ^ i);
+	CHECKF(intact == n, "the drain thread wrote %zu of %zu objects", n - intact, n);
+	sheaf_cache_stats_get(c, &st);
+	CHECKF(st.barn_full == 3, "%zu full sheaves in the barn, want 3", st.barn_full);
+
+	/* Taking a sheaf writes the markers of its objects. */
+	struct cobj *first = sheaf_cache_alloc(c);
+	REQUIRE(first);
+	intact = 0;
+	size_t q = n;
+	for (size_t i = 0; i < n; i++)
+		if (o[i]->canary == (SETTLE_PATTERN ^ i)) {
+			intact++;
+			q = i;
+		}
+	CHECKF(intact == 2 * cap, "%zu objects not settled after one sheaf was taken, want %zu", intact,
+	       2 * cap);
+	REQUIRE(q < n);
+
+	/* A double free of an object whose sheaf waits in the barn, by
+	 * another thread, whose sheaf keeps it until main has taken every
+	 * sheaf: the double free is caught if the object is still free when
+	 * its sheaf is taken (freed here, the next allocation would hand it
+	 * out again at once, and then nothing can tell; README, Hardening). */
+	announce(o[q]);
+	static struct settle_free sf;
+	sf.c = c;
+	sf.obj = hide(o[q]);
+	pthread_barrier_init(&sf.freed, NULL, 2);
+	pthread_barrier_init(&sf.done, NULL, 2);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, settle_free_thread, &sf) == 0);
+	pthread_barrier_wait(&sf.freed);
+	for (size_t i = 0; i < n; i++) {
+		again[i] = sheaf_cache_alloc(c);
+		REQUIRE(again[i]);
+	}
+	size_t seen = first == o[q];
+	for (size_t i = 0; i < n; i++)
+		seen += again[i] == o[q];
+	CHECKF(seen == 0, "the object freed twice (and kept by the other thread) was handed out %zu "
+	       "times", seen);
+	pthread_barrier_wait(&sf.done);
+	pthread_join(t, NULL);
+	pthread_barrier_destroy(&sf.freed);
+	pthread_barrier_destroy(&sf.done);
+	sheaf_cache_stats_get(c, &st);
+	CHECKF(st.events[SHEAF_STAT_free_invalid] == 1, "free_invalid %llu",
+	       (unsigned long long)st.events[SHEAF_STAT_free_invalid]);
+	struct sheaf_stats s1 = stats();
+	CHECKF(s1.rcu_objects_freed - s0.rcu_objects_freed == n - 1,
+	       "rcu_objects_freed +%llu, want %zu (one object was found freed twice)",
+	       (unsigned long long)(s1.rcu_objects_freed - s0.rcu_objects_freed), n - 1);
+	sheaf_cache_free(c, first);
+	for (size_t i = 0; i < n; i++)
+		sheaf_cache_free(c, again[i]);
+	sheaf_cache_stats_get(c, &st);
+	CHECKF(st.objects_active == 0, "objects_active %zu after freeing everything", st.objects_active);
+	CHECK(sheaf_cache_destroy(c) == 0);
+	free(o);
+	free(again);
+	return check_done("rcu_api settle");
+}
+
 /* =================================================== parent side ==== */
 struct outcome {
 	int status;
@@ -1127,15 +1247,24 @@ static void expect_abort(const char *self, const char *name, const char *kind1, 
 		printf("%s: SIGABRT after \"%s\"\n", name, line);
 }
 
+/* A case that reports its bad call and goes on (abort_on_error=0, no
+ * timer collection): whether it exited 0. */
+static bool run_continuing(const char *self, const char *name, struct outcome *o)
+{
+	char how[64];
+	run_child(self, name, "abort_on_error=0:rcu_delay_ms=600000", CHILD_ALARM, o);
+	describe(o->status, how, sizeof(how));
+	bool ok = WIFEXITED(o->status) && WEXITSTATUS(o->status) == 0;
+	CHECKF(ok, "case %s (abort_on_error=0): %s, expected exit 0", name, how);
+	return ok;
+}
+
 static void expect_double_rcu(const char *self)
 {
 	static struct outcome o;
-	char how[64], addr[64], line[1024];
+	char addr[64], line[1024];
 	const char *name = "double_rcu";
-	run_child(self, name, "abort_on_error=0:rcu_delay_ms=600000", CHILD_ALARM, &o);
-	describe(o.status, how, sizeof(how));
-	bool ok = WIFEXITED(o.status) && WEXITSTATUS(o.status) == 0;
-	CHECKF(ok, "case %s (abort_on_error=0): %s, expected exit 0", name, how);
+	bool ok = run_continuing(self, name, &o);
 	bool have_addr = announced(o.out, addr, sizeof(addr));
 	const char *before = strstr(o.out, BEFORE_BARRIER);
 	const char *after = strstr(o.out, AFTER_BARRIER);
@@ -1156,6 +1285,27 @@ static void expect_double_rcu(const char *self)
 		printf("%s: diagnosed during the barrier: \"%s\"; exit 0\n", name, line);
 }
 
+static void expect_settle(const char *self)
+{
+	static struct outcome o;
+	char addr[64], line[1024];
+	const char *name = "settle";
+	bool ok = run_continuing(self, name, &o);
+	if (tiny) {
+		if (!ok)
+			dump(name, &o);
+		return;
+	}
+	bool have_addr = announced(o.out, addr, sizeof(addr));
+	const char *diag = find_line(o.out, "sheaf: rcu_free(): double free of", line, sizeof(line));
+	CHECKF(diag && have_addr && strstr(line, addr),
+	       "case %s: no \"rcu_free(): double free\" line naming the object freed twice", name);
+	if (!ok || !diag)
+		dump(name, &o);
+	else
+		printf("%s: found when its sheaf left the barn: \"%s\"; exit 0\n", name, line);
+}
+
 struct child_case {
 	const char *name;
 	int (*run)(void);
@@ -1173,6 +1323,7 @@ static const struct child_case cases[] = {
 	{ "bad_freed", case_bad_freed },
 	{ "bad_freed_large", case_bad_freed_large },
 	{ "double_rcu", case_double_rcu },
+	{ "settle", case_settle },
 };
 
 int main(int argc, char **argv)
@@ -1199,5 +1350,6 @@ int main(int argc, char **argv)
 	expect_abort(argv[0], "bad_freed", "double free", NULL);
 	expect_abort(argv[0], "bad_freed_large", "double free", "already freed");
 	expect_double_rcu(argv[0]);
+	expect_settle(argv[0]);
 	return check_done("test_rcu_api");
 }
