@@ -13,6 +13,7 @@
  *   large.c     allocations above the largest class: whole mappings
  *   thread.c    per-thread state, init, thread exit, fork
  *   malloc.c    the malloc family (sheaf_* names)
+ *   zero.c      zeroing calloc()'s blocks
  *   stats.c, options.c, diag.c
  *
  * Object states (an object of a slab is in exactly one):
@@ -1057,6 +1058,14 @@ void rcu_fork_child(void);
 void rcu_stats(uint64_t *gps, uint64_t *objects, uint64_t *pending, uint64_t *fallback);
 /* Frees an object whose start is known (drain paths, tiny callbacks). */
 void rcu_free_now(void *obj);
+
+/* ------------------------------------------------------------------- zero */
+/* Picks how zero_block() clears (sheaf_init()): zero_vec, AVX2 stores for
+ * mid-sized blocks (test_zero sets it to check both ways). */
+void zero_init(void);
+extern bool zero_vec;
+/* Zeroes exactly n bytes of a block calloc() hands out. */
+void zero_block(void *p, size_t n);
 /* `n` objects counted as freed after their grace period were double frees
  * (sheaf_settle() found them): rcu_objects_freed counts them out again. */
 void rcu_note_duplicates(unsigned int n);

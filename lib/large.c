@@ -176,7 +176,7 @@ void *large_alloc_ex(size_t size, size_t align, bool zero, unsigned int how)
 		if (best) {
 			vg_alloc((void *)best->user, large_usable(best), false);
 			if (zero)
-				memset((void *)best->user, 0, size);
+				zero_block((void *)best->user, size);
 			return (void *)best->user;
 		}
 	}

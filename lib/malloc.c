@@ -144,7 +144,7 @@ void *do_calloc(size_t nmemb, size_t size)
 		struct thread_cache *tc = sheaf_tc;
 		void *p = tc ? large_slot_pop(tc, total, false) : NULL;
 		if (p)
-			memset(p, 0, total);
+			zero_block(p, total);
 		else
 			p = large_alloc(total, PAGE_SIZE, true);
 		if (unlikely(sheaf_prof_on))
@@ -155,7 +155,7 @@ void *do_calloc(size_t nmemb, size_t size)
 	if (likely(p && total <= CALLOC_INLINE_MAX))
 		zero_small(p, total);
 	else if (p)
-		memset(p, 0, total);
+		zero_block(p, total);
 	return p;
 }
 

@@ -131,6 +131,7 @@ void sheaf_init(void)
 #endif
 		prof_init();
 		sheaf_free_key = make_key();
+		zero_init();
 		nodes_init();
 		sizeclass_init();
 		if (pthread_key_create(&tc_key, thread_cache_exit) != 0)
