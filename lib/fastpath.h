@@ -66,7 +66,7 @@ static inline __attribute__((always_inline)) void *malloc_fast(size_t size)
 static inline __attribute__((always_inline)) bool
 sheaf_push_checked(uint32_t objects, struct pcs *pcs, void *ptr, uint64_t idx, uintptr_t *mark)
 {
-	if (likely(idx < objects && (!config_harden || *mark != free_marker(ptr)) &&
+	if (likely(idx < objects && (!config_harden || !marker_maybe_free(mark, ptr)) &&
 		   pcs->size < pcs->capacity)) {
 		if (config_harden)
 			*mark = free_marker(ptr);

@@ -697,6 +697,27 @@ static inline uintptr_t free_marker(const void *p)
 	return sheaf_free_key ^ (uintptr_t)p;
 }
 /*
+ * The fast paths' marker test: whether `mark` may hold p's marker, by its
+ * most significant byte alone; the slow paths compare the whole word.  A
+ * one-byte load is forwarded from the program's last store to the word
+ * whatever that store's width; a word load after a narrower store (a
+ * program that sets a block's first byte and frees it) waits until the
+ * store has reached the cache: 5.9 -> 4.3 ns per malloc/free pair of 8 to
+ * 256 bytes on an AMD EPYC (Zen 5) VM, tcmalloc 4.1.  make_key() puts that
+ * byte in 0xf8..0xfe, values no pointer, small or negative integer, ASCII
+ * or UTF-8 text has there, so a live block takes the slow path by chance
+ * only if it holds other binary data.
+ */
+static inline bool marker_maybe_free(const uintptr_t *mark, const void *p)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const unsigned int top = sizeof(uintptr_t) - 1;
+#else
+	const unsigned int top = 0;
+#endif
+	return ((const uint8_t *)mark)[top] == (uint8_t)(free_marker(p) >> 56);
+}
+/*
  * Pointers stored inside free objects (the deferred lists of nolock.c and
  * rcu.c's fallback list) are encoded like SLUB's hardened freelist
  * pointers: XOR'ed with the per-process secret and the byte-swapped

@@ -312,7 +312,7 @@ HOT_ALIGN void *do_realloc(void *ptr, size_t size, const char *func)
 		 * header's index costs fewer instructions.) */
 		if (likely(s->cls < NR_CLASSES && idx < s->objects && size <= s->size &&
 			   size >= s->size / 2 && !s->cache->debug &&
-			   (!config_harden || *(s->marks ? &s->marks[idx] : (uintptr_t *)ptr) != free_marker(ptr))))
+			   (!config_harden || !marker_maybe_free(s->marks ? &s->marks[idx] : (uintptr_t *)ptr, ptr))))
 			return ptr;
 	}
 	return realloc_slow(ptr, entry, size, func);

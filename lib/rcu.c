@@ -704,7 +704,7 @@ static inline __attribute__((always_inline)) bool rcu_free_fast(void *obj, void 
 		uint64_t idx = pm_class_index(e, cls, obj);
 		if (likely(idx < k->objects &&
 			   (!field || (uintptr_t)field - (uintptr_t)obj <= k->size - sizeof(void *)) &&
-			   (!config_harden || *pm_class_marker(e, cls, obj, idx) != free_marker(obj)))) {
+			   (!config_harden || !marker_maybe_free(pm_class_marker(e, cls, obj, idx), obj)))) {
 			struct pcs *pcs = &tc->pcs[cls];
 			struct sheaf *s = __atomic_exchange_n(&pcs->rcu_free, RCU_CLAIMED, __ATOMIC_ACQUIRE);
 			if (likely(s != RCU_CLAIMED)) {

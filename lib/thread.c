@@ -115,6 +115,10 @@ static uint64_t make_key(void)
 		memcpy(&k, r + 8, sizeof(k));   /* glibc uses bytes 0..7 for the stack guard */
 	if (getrandom(&k, sizeof(k), GRND_NONBLOCK) != (ssize_t)sizeof(k) && !r)
 		k = (uint64_t)(uintptr_t)&k * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+	/* The top byte, which the fast paths test alone (marker_maybe_free()),
+	 * in 0xf8..0xfe: never there in pointers, small or negative integers,
+	 * ASCII or UTF-8. */
+	k = (k & 0x00ffffffffffffffull) | (uint64_t)(0xf8 + (k >> 56) % 7) << 56;
 	return k | 1;   /* never 0: a zeroed word must not look free */
 }
 

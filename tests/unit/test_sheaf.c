@@ -30,7 +30,9 @@
  *     block of the size class (do_usable_size() >= the request), aligned to
  *     16 from 16 bytes up (8 below), from a slab of the right kmalloc cache;
  *     free_fast() leaves the free marker set, malloc_fast() handing the
- *     block out again clears it, and a second free_fast() of a block is
+ *     block out again clears it; a block that holds the marker's top byte
+ *     (all the fast path tests) but not the marker is freed by the slow
+ *     path without a diagnostic; and a second free_fast() of a block is
  *     diagnosed (abort_on_error off) and does not put it in a sheaf twice,
  *     for a small class (marker in the block) and a page-sized one (marker
  *     beside the slab header);
@@ -521,6 +523,30 @@ static void test_malloc_fast(void)
 		void *q = malloc_fast(n);
 		CHECKF(q == p, "size %zu: malloc_fast after free_fast gave %p, not %p", n, q, p);
 		CHECK(!obj_marked_free(c, q));
+		free_fast(q, "test");
+	}
+
+	/* The fast paths test the marker's top byte alone (a byte in
+	 * 0xf8..0xfe); a block that holds it there, but not the marker, is
+	 * freed normally by the slow path's whole-word compare: nothing
+	 * diagnosed, the block handed out again. */
+	CHECKF((sheaf_free_key >> 56) >= 0xf8 && (sheaf_free_key >> 56) <= 0xfe, "key's top byte %#x",
+	       (unsigned int)(sheaf_free_key >> 56));
+	for (size_t n = 8; n <= 2048; n *= 4) {
+		struct sheaf_cache *c = &kmalloc_caches[size_to_class(n)];
+		struct sheaf_cache_stats s0 = snap(c);
+		uintptr_t *p = malloc_fast(n);
+		REQUIRE(p != NULL);
+		*p = free_marker(p) ^ 0xff;   /* the marker's top byte, not the marker */
+		CHECK(marker_maybe_free(p, p) && !obj_marked_free(c, p));
+		free_fast(p, "test");
+		struct sheaf_cache_stats s1 = snap(c);
+		CHECKF(DELTA(s0, s1, free_invalid) == 0 &&
+		       DELTA(s0, s1, free_slow) + DELTA(s0, s1, free_fast) == 1 && obj_marked_free(c, p),
+		       "size %zu: a block with the marker's top byte was not freed (free_invalid %llu)",
+		       n, (unsigned long long)DELTA(s0, s1, free_invalid));
+		void *q = malloc_fast(n);
+		CHECKF(q == p, "size %zu: the block was not handed out again", n);
 		free_fast(q, "test");
 	}
 
