@@ -635,6 +635,10 @@ struct cache_node {
 	uint64_t rnd;              /* secure: object order (slab_take)    */
 } __attribute__((aligned(CACHELINE)));
 #define SHEAF_MAX_NODES 64
+/* The automatic barn bounds (barn_full=0, cache_setup()): full sheaves a
+ * barn keeps for good, and parks for barn_decay_ms at most. */
+#define BARN_KEEP_MAX 256
+#define BARN_PARK_MAX 1024
 extern unsigned int sheaf_nr_nodes;   /* nodes of every cache (the nodes option) */
 
 void barn_init(struct barn *b);

@@ -12,9 +12,10 @@
  *     sheaf_alloc), and objects_active returns to 0;
  *   - the barn never holds more full sheaves than the barn_full option, nor
  *     more empty ones than barn_empty; with barn_full=0 it keeps about a
- *     MiB of objects (8..256 sheaves) and parks up to 8x that, flushing the
- *     excess (barn_decay) once it has been over its keep for barn_decay_ms,
- *     and not before (ms_elapsed(): a stamp ahead of the clock is no time);
+ *     MiB of objects (8..256 sheaves) and parks up to 8x that (1024 at
+ *     most), flushing the excess (barn_decay) once it has been over its keep
+ *     for barn_decay_ms, and not before (ms_elapsed(): a stamp ahead of the
+ *     clock is no time);
  *   - a producer thread allocating and a consumer thread freeing the same
  *     objects pass whole sheaves through the barn (barn_put and barn_get
  *     both happen), every object arrives intact and is handed out once at a
@@ -198,7 +199,7 @@ static void test_ms_elapsed(void)
 }
 
 /* With barn_full=0 a barn keeps about 1 MiB of objects (8..256 sheaves) and
- * parks up to 8x that (256 at most) until barn_decay_ms has passed. */
+ * parks up to 8x that (1024 at most) until barn_decay_ms has passed. */
 static void test_default_barn_bound(void)
 {
 	unsigned int saved = sheaf_opt.barn_full, saved_decay = sheaf_opt.barn_decay_ms;
@@ -214,8 +215,8 @@ static void test_default_barn_bound(void)
 		}
 		size_t sheaf_bytes = cap * c->size;
 		size_t keep = (1u << 20) / sheaf_bytes;
-		keep = keep < 8 ? 8 : keep > 256 ? 256 : keep;
-		size_t bound = keep * 8 < 256 ? keep * 8 : 256;
+		keep = keep < 8 ? 8 : keep > BARN_KEEP_MAX ? BARN_KEEP_MAX : keep;
+		size_t bound = keep * 8 < BARN_PARK_MAX ? keep * 8 : BARN_PARK_MAX;
 		/* Enough objects to fill the barn and two sheaves more. */
 		size_t n = (bound + 4) * cap;
 		void **objs = malloc(n * sizeof(void *));
