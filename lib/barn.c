@@ -204,8 +204,9 @@ struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct cache_node 
  * same slabs and cache lines again (test_node caught it with two threads
  * of glibc's bench-malloc-thread loop).  Beyond the keep, a burst of frees
  * waits for barn_decay_ms and then goes to the slabs and the OS: better
- * used here than a new slab made.  (What a node's last thread leaves goes
- * to the slabs: barn_flush_node().)
+ * used here than a new slab made.  What a node's last thread leaves waits
+ * for the next thread to make the node its home (the least used node: the
+ * next thread to start), as a single barn's keep waited for any thread.
  */
 struct sheaf *barn_replace_empty_remote(struct sheaf_cache *c, struct cache_node *home,
 					struct sheaf *empty)
@@ -298,10 +299,7 @@ void barn_drain(struct sheaf_cache *c)
 		barn_drain_node(c, &c->node[i].barn);
 }
 
-void barn_flush_node(struct sheaf_cache *c, unsigned int node)
-{
-	barn_drain_node(c, &c->node[node].barn);
-}
+
 
 /* For signal handlers (rcu_free_nolock()): never waits for the lock. */
 struct sheaf *barn_try_get_empty(struct sheaf_cache *c, struct cache_node *n)

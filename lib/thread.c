@@ -334,28 +334,13 @@ static void orphan_release(struct thread_cache *tc)
 	node_threads[tc->node] -= tc->counted;
 }
 
-static void flush_node_cb(struct sheaf_cache *c, void *arg)
-{
-	barn_flush_node(c, *(unsigned int *)arg);
-}
-
 static void thread_cache_exit(void *arg)
 {
 	struct thread_cache *tc = arg;
-	unsigned int node = tc->node;
-	bool counted = tc->counted;
 	sheaf_tc = &tc_dead;
 	lock_acquire(&threads_lock);
-	__thread_cache_release(tc);   /* frees tc */
-	bool last = sheaf_nr_nodes > 1 && counted && !node_threads[node];
+	__thread_cache_release(tc);
 	lock_release(&threads_lock);
-	/* The node's last thread: what its barns keep for the node's threads
-	 * goes to the slabs (and their empty ones, beyond slab_retain, to
-	 * the OS).  No thread of another node takes a barn's keep, so it
-	 * would wait for the next thread to make this node its home.  After
-	 * threads_lock: caches_lock comes first (fork_prepare()). */
-	if (last)
-		caches_foreach(flush_node_cb, &node);
 }
 
 /* ---------------------------------------------------------------- fork */
