@@ -60,7 +60,8 @@ static void slab_list_del(struct cache_node *n, struct slab *s)
 		*list_head(n, s->list) = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	(*list_count(n, s->list))--;
+	unsigned long *count = list_count(n, s->list);
+	__atomic_store_n(count, *count - 1, __ATOMIC_RELAXED);   /* read unlocked: refill_main() */
 	if (s->list == SLAB_ON_EMPTY)
 		__atomic_fetch_sub(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
 	s->next = s->prev = NULL;
@@ -75,7 +76,8 @@ static void slab_list_add(struct cache_node *n, struct slab *s, unsigned int whi
 	if (*head)
 		(*head)->prev = s;
 	*head = s;
-	(*list_count(n, which))++;
+	unsigned long *count = list_count(n, which);
+	__atomic_store_n(count, *count + 1, __ATOMIC_RELAXED);
 	if (which == SLAB_ON_EMPTY) {
 		__atomic_fetch_add(&retained_bytes, SLAB_MIN_BYTES << s->order, __ATOMIC_RELAXED);
 		s->empty_since = coarse_ms();

@@ -521,6 +521,8 @@ struct sheaf {
 	struct sheaf_cache *cache; /* rcu sheaves: whose objects (NULL: any) */
 	bool unsettled;            /* an rcu sheaf in a barn: its objects'
 	                            * markers not written yet (sheaf_settle()) */
+	uint8_t node;              /* a full sheaf in a barn: its objects'
+	                            * node (sheaf_node()), set by the put */
 	void *objects[];
 };
 /* Capacity 0: the fast paths fall through to the slow path without a NULL
@@ -610,23 +612,25 @@ struct barn {
 /*
  * A cache's slabs and barn for one group of threads: the kernel's struct
  * kmem_cache_node, with threads in the place of CPUs.  Each thread has a
- * home node (thread_cache->node, the least used one when it starts), and
- * its sheaves are refilled from the home node's barn and slabs; full
- * sheaves go back to the barn of the node their objects came from.  So two
+ * home node (thread_cache->node, the least used one when it starts): its
+ * sheaves are refilled from the home node's barn and slabs, and its full
+ * sheaves go to the home barn, tagged with their objects' node.  So two
  * threads with different homes never get objects of the same slab handed
  * out by the barn or the slabs, and the cache lines of their blocks are not
  * shared: with one pool, the blocks of two threads that never touch each
  * other's came to share lines as sheaves travelled, and every free marker
  * written then moved a line between cores (glibc's bench-malloc-thread
  * with 2 threads ran at a fifth of its 1-thread speed on an AMD EPYC VM).
- * Objects still cross nodes when a thread frees another's blocks, and a
- * thread whose node has nothing left takes what another node's barn holds
- * beyond its keep before it makes a new slab.  What a node's last thread
- * leaves there serves the next thread to start (the least used node is
- * its home): per cache, a barn's keep at most, as with one barn.  (Handed
- * to the slabs at exit instead, the objects went to partial slabs beside
- * empty ones kept resident, and the next threads touched both: peak RSS of
- * bench-malloc-thread with 8 threads 6.3 -> 7.1 MiB.)
+ *
+ * Objects cross nodes when a thread frees another's blocks.  A thread whose
+ * node has nothing left at all takes, before it makes a new slab, a full
+ * sheaf from another node's barn, a sheaf of its own node's objects first
+ * (a producer gets back what a consumer freed).  (Sent to the barn of their
+ * objects' node instead, or taken from others only beyond their keep, the
+ * sheaves a thread filled with others' blocks left nodes short while others
+ * held plenty: a program whose threads free each other's blocks grew at
+ * every round.)  What a node's last thread leaves serves the next thread
+ * to start (the least used node is its home).
  */
 struct cache_node {
 	struct barn barn;
@@ -653,8 +657,9 @@ void barn_put_empty(struct sheaf_cache *c, struct cache_node *n, struct sheaf *s
  * caller) if the barn has no full sheaf. */
 struct sheaf *barn_replace_empty_sheaf(struct sheaf_cache *c, struct cache_node *n,
 				       struct sheaf *empty);
-/* The same with the full sheaves other nodes' barns hold beyond their
- * keep, for a thread whose node has no object left: barn_get_remote. */
+/* The same with another node's barn, for a thread whose node has no
+ * object left: a sheaf of the thread's node's objects first.  Counted as
+ * barn_get_remote. */
 struct sheaf *barn_replace_empty_remote(struct sheaf_cache *c, struct cache_node *home,
 					struct sheaf *empty);
 /* Exchanges a full sheaf for an empty one (new if needed); NULL when the
@@ -1006,8 +1011,9 @@ static inline struct cache_node *slab_node(const struct slab *s)
 {
 	return &s->cache->node[s->node];
 }
-/* The node of a sheaf's objects, by its first one: where a full sheaf goes
- * back to, so that objects return to the threads that allocated them. */
+/* The node of a sheaf's objects, by its first one: a full sheaf's tag in a
+ * barn (another node's thread takes back its own objects), and where an
+ * rcu sheaf goes after its grace period. */
 struct cache_node *sheaf_node(struct sheaf_cache *c, const struct sheaf *s);
 /* The pcs of a user cache in `tc`, grown on demand; NULL on ENOMEM. */
 struct pcs *thread_ext_pcs(struct thread_cache *tc, struct sheaf_cache *c);

@@ -11,9 +11,8 @@
  *   3. the slabs                (refill or flush in bulk, node lock)
  * so the slabs see one locked bulk operation per sheaf of objects.  The
  * barn and slabs are those of the thread's home node (struct cache_node);
- * a refill that finds no object there takes what another node's barn holds
- * beyond its keep before it makes a new slab, and full sheaves go to the
- * barn of their objects' node.
+ * a refill that finds no object there takes a full sheaf from another
+ * node's barn (its own node's objects first) before it makes a new slab.
  */
 #include "internal.h"
 
@@ -50,18 +49,28 @@ static unsigned int refill_from(struct sheaf_cache *c, struct cache_node *n, str
 
 /*
  * An empty main sheaf -> one with objects, or NULL: the home node's slabs
- * as they are, else a full sheaf that another node's barn holds beyond its
- * keep (exchanged for `s`), then new slabs at home for what is missing.  A
- * burst of frees on another node is so used before the process grows.
+ * as they are (a part of a sheaf will do: the next slow path comes
+ * sooner), else a full sheaf from another node's barn (exchanged for `s`),
+ * else new slabs at home.  Objects freed anywhere are so used before the
+ * process grows: topping a part up from new slabs while other barns held
+ * full sheaves made a program whose threads free each other's blocks grow
+ * at every round.
  */
 static struct sheaf *refill_main(struct sheaf_cache *c, struct cache_node *home, struct sheaf *s)
 {
-	if (!refill_from(c, home, s, false) && sheaf_nr_nodes > 1) {
+	/* Not before the home node has a slab of its own: a thread that
+	 * starts would take the other threads' sheaves for its first
+	 * objects and share their cache lines (test_node saw it in the first
+	 * round of bench-malloc-thread's loop). */
+	if (!refill_from(c, home, s, false) && sheaf_nr_nodes > 1 &&
+	    __atomic_load_n(&home->nr_partial, __ATOMIC_RELAXED) +
+			    __atomic_load_n(&home->nr_full, __ATOMIC_RELAXED) +
+			    __atomic_load_n(&home->nr_empty, __ATOMIC_RELAXED)) {
 		struct sheaf *full = barn_replace_empty_remote(c, home, s);
 		if (full)
 			return full;
 	}
-	if (s->size < s->capacity)
+	if (!s->size)
 		refill_from(c, home, s, true);
 	if (!s->size)
 		return NULL;
@@ -207,7 +216,7 @@ void sheaf_free_slow(struct sheaf_cache *c, struct pcs *pcs, void *obj)
 			} else {
 				sheaf_flush(c, main);
 			}
-		} else if ((empty = barn_replace_full_sheaf(c, sheaf_node(c, main), main))) {
+		} else if ((empty = barn_replace_full_sheaf(c, cache_home(c), main))) {
 			main = empty;
 		} else {
 			/* The barn holds enough full sheaves: objects go back
@@ -229,7 +238,7 @@ static void pcs_give_back(struct sheaf_cache *c, struct sheaf *s, struct cache_n
 {
 	if (!s || s == &sheaf_empty)
 		return;
-	if (s->size == s->capacity && s->size && barn_put_full(c, sheaf_node(c, s), s))
+	if (s->size == s->capacity && s->size && barn_put_full(c, home, s))
 		return;
 	sheaf_flush(c, s);
 	barn_put_empty(c, home, s);

@@ -11,15 +11,15 @@
  *     over rounds of allocating and freeing several sheaves each, every
  *     object a thread is handed lies in a slab of its home node, so no slab
  *     holds objects of both (a user cache and a malloc class);
- *   - objects one thread frees for another (remote frees) travel back in
- *     full sheaves to the barn of their own node, not the freeing thread's,
- *     and the thread that allocated them gets them back from there without
- *     a new slab;
+ *   - objects one thread frees for another (remote frees) go in full
+ *     sheaves to the freeing thread's barn, tagged with their own node, and
+ *     the thread that allocated them, once its node has nothing left, takes
+ *     them back from there (barn_get_remote) without a new slab;
  *   - a thread whose node has neither a full sheaf nor a free object takes
- *     the full sheaves another node's barn holds beyond its keep
- *     (barn_get_remote) before it makes a slab, and leaves the keep alone;
- *   - what a node's last thread leaves in its barn stays there (a thread
- *     of another node makes a slab of its own) and serves the next thread
+ *     another node's full sheaves before it makes a slab (once its node has
+ *     a slab: a thread that starts makes its first one), and grows its own
+ *     node beyond that;
+ *   - what a node's last thread leaves in its barn serves the next thread
  *     to make the node its home without a new slab;
  *   - the regression this exists for: two threads running glibc's
  *     bench-malloc-thread loop (free a random slot of 1024, malloc a random
@@ -228,8 +228,9 @@ static void test_separation(void)
 	CHECK(sheaf_cache_destroy(c) == 0);
 }
 
-/* A consumer on another node frees a producer's objects: full sheaves go
- * to the producer's node, which then needs no new slab. */
+/* A consumer on another node frees a producer's objects: its full sheaves
+ * go to its own barn, tagged with the producer's node, and the producer,
+ * once its node has nothing left, takes them back without a new slab. */
 static void test_remote_free(void)
 {
 	struct sheaf_cache *c = sheaved_cache("test-node-remote", 64);
@@ -245,20 +246,24 @@ static void test_remote_free(void)
 	p.n = q.n = n;
 	worker_run(&p, job_alloc);
 	CHECK(off_node(objs, n, p.node) == 0);
-	struct sheaf_cache_stats s0 = snap(c);
 	worker_run(&q, job_free);   /* remote frees */
 	unsigned int at_p = c->node[p.node].barn.nr_full, at_q = c->node[q.node].barn.nr_full;
-	CHECKF(at_p >= 6 && at_q == 0, "full sheaves: %u in the producer's barn, %u in the consumer's",
-	       at_p, at_q);
+	CHECKF(at_q >= 6 && at_p == 0, "full sheaves: %u in the consumer's barn, %u in the producer's",
+	       at_q, at_p);
+	bool tagged = true;
+	for (const struct sheaf *s = c->node[q.node].barn.full; s; s = s->next)
+		tagged &= s->node == p.node;
+	CHECK(tagged);
+	struct sheaf_cache_stats s0 = snap(c);
 	/* What came back (the consumer's main and spare keep two sheaves). */
-	p.n = at_p * c->sheaf_capacity;
+	p.n = at_q * c->sheaf_capacity;
 	worker_run(&p, job_alloc);
 	struct sheaf_cache_stats s1 = snap(c);
 	CHECK(off_node(objs, p.n, p.node) == 0);
 	CHECKF(DELTA(s0, s1, slab_alloc) == 0, "%llu slabs made though the objects were back",
 	       (unsigned long long)DELTA(s0, s1, slab_alloc));
-	CHECK(DELTA(s0, s1, barn_get) == at_p);
-	CHECK(DELTA(s0, s1, barn_get_remote) == 0);
+	CHECKF(DELTA(s0, s1, barn_get_remote) == at_q, "barn_get_remote %llu, want %u",
+	       (unsigned long long)DELTA(s0, s1, barn_get_remote), at_q);
 	worker_run(&p, job_free);
 	worker_stop(&p);
 	worker_stop(&q);
@@ -266,19 +271,17 @@ static void test_remote_free(void)
 	CHECK(sheaf_cache_destroy(c) == 0);
 }
 
-/* A thread whose node has nothing takes what another node's barn holds
- * beyond its keep before it grows, and nothing of the keep.  4 KiB objects:
- * a keep of 8 sheaves (1 MiB), parking up to 64. */
+/* A thread whose node has nothing left (once it has a slab of its own: a
+ * thread that starts makes one first) takes another node's full sheaves
+ * before it makes a slab; the statistics add the nodes up. */
 static void test_remote_steal(void)
 {
-	struct sheaf_cache *c = sheaved_cache("test-node-steal", 4096);
-	const unsigned int keep = c->barn_keep_full;
-	REQUIRE(keep >= 2 && c->barn_max_full >= keep + 8);
+	struct sheaf_cache *c = sheaved_cache("test-node-steal", 64);
 	struct worker a, b;
 	worker_start(&a);
 	worker_start(&b);
 	REQUIRE(a.node != b.node);
-	unsigned int cap = c->sheaf_capacity, n = cap * (keep + 8);
+	unsigned int cap = c->sheaf_capacity, n = cap * 8;
 	void **oa = calloc(n, sizeof(void *)), **ob = calloc(n, sizeof(void *));
 	REQUIRE(oa && ob);
 	a.c = b.c = c;
@@ -288,29 +291,44 @@ static void test_remote_steal(void)
 	worker_run(&a, job_alloc);
 	worker_run(&a, job_free);   /* main and spare keep two sheaves, the barn the rest */
 	unsigned int parked = c->node[a.node].barn.nr_full;
-	CHECKF(parked == keep + 6, "%u full sheaves parked at a's node, want %u", parked, keep + 6);
+	CHECKF(parked == 6, "%u full sheaves parked at a's node, want 6", parked);
+	/* b's first slab, used up (its objects stay allocated). */
+	unsigned int first = c->objects_per_slab;
+	REQUIRE(first % cap == 0);
+	void **warm = calloc(first, sizeof(void *));
+	REQUIRE(warm);
+	b.objs = warm;
+	b.n = first;
+	struct sheaf_cache_stats sw = snap(c);
+	worker_run(&b, job_alloc);
 	struct sheaf_cache_stats s0 = snap(c);
-	b.n = (parked - keep) * cap;
+	CHECKF(DELTA(sw, s0, slab_alloc) == 1 && DELTA(sw, s0, barn_get_remote) == 0,
+	       "a starting thread: %llu slabs, %llu sheaves taken from another node",
+	       (unsigned long long)DELTA(sw, s0, slab_alloc),
+	       (unsigned long long)DELTA(sw, s0, barn_get_remote));
+	b.objs = ob;
+	b.n = parked * cap;
 	worker_run(&b, job_alloc);
 	struct sheaf_cache_stats s1 = snap(c);
-	CHECKF(DELTA(s0, s1, barn_get_remote) == parked - keep, "barn_get_remote %llu, want %u",
-	       (unsigned long long)DELTA(s0, s1, barn_get_remote), parked - keep);
-	CHECKF(DELTA(s0, s1, slab_alloc) == 0, "%llu slabs made with %u full sheaves over the keep",
-	       (unsigned long long)DELTA(s0, s1, slab_alloc), parked - keep);
-	CHECK(c->node[a.node].barn.nr_full == keep);
-	/* The keep stays with a's node: b's node grows. */
+	CHECKF(DELTA(s0, s1, barn_get_remote) == parked, "barn_get_remote %llu, want %u",
+	       (unsigned long long)DELTA(s0, s1, barn_get_remote), parked);
+	CHECKF(DELTA(s0, s1, slab_alloc) == 0, "%llu slabs made with %u full sheaves elsewhere",
+	       (unsigned long long)DELTA(s0, s1, slab_alloc), parked);
+	/* Beyond that, b's node grows. */
 	void **more = calloc(cap * 2, sizeof(void *));
 	REQUIRE(more);
 	b.objs = more;
 	b.n = cap * 2;
 	worker_run(&b, job_alloc);
 	struct sheaf_cache_stats s2 = snap(c);
-	CHECK(DELTA(s1, s2, slab_alloc) > 0 && DELTA(s1, s2, barn_get_remote) == 0);
+	CHECK(DELTA(s1, s2, slab_alloc) > 0);
 	CHECK(off_node(more, cap * 2, b.node) == 0);
-	CHECK(c->node[a.node].barn.nr_full == keep);
 	worker_run(&b, job_free);
 	b.objs = ob;
-	b.n = (parked - keep) * cap;
+	b.n = parked * cap;
+	worker_run(&b, job_free);
+	b.objs = warm;
+	b.n = first;
 	worker_run(&b, job_free);
 
 	/* The statistics add the nodes up. */
@@ -328,13 +346,14 @@ static void test_remote_steal(void)
 	free(oa);
 	free(ob);
 	free(more);
+	free(warm);
 	/* Destroy releases the slabs of every node. */
 	CHECK(sheaf_cache_destroy(c) == 0);
 }
 
 /* What a node's last thread leaves in the node's barn (its full sheaves)
  * serves the next thread to make the node its home (the next one to
- * start) without a new slab, and no thread of another node takes it. */
+ * start) without a new slab. */
 static void test_orphan_node(void)
 {
 	struct sheaf_cache *c = sheaved_cache("test-node-orphan", 64);
@@ -353,11 +372,6 @@ static void test_orphan_node(void)
 	worker_stop(&a);
 	unsigned int parked = c->node[node].barn.nr_full;
 	CHECKF(parked * c->sheaf_capacity >= n, "%u full sheaves left for %u objects", parked, n);
-	/* Not this thread's: it makes a slab of its own. */
-	void *mine = sheaf_cache_alloc(c);
-	REQUIRE(mine);
-	CHECK(off_node(&mine, 1, sheaf_tc->node) == 0 && c->node[node].barn.nr_full == parked);
-	sheaf_cache_free(c, mine);
 	struct sheaf_cache_stats s0 = snap(c);
 	worker_start(&b);
 	CHECK(b.node == node);
@@ -368,6 +382,7 @@ static void test_orphan_node(void)
 	struct sheaf_cache_stats s1 = snap(c);
 	CHECKF(DELTA(s0, s1, slab_alloc) == 0, "%llu slabs made with the last thread's objects left",
 	       (unsigned long long)DELTA(s0, s1, slab_alloc));
+	CHECK(DELTA(s0, s1, barn_get_remote) == 0);
 	CHECK(off_node(objs, n, node) == 0);
 	worker_run(&b, job_free);
 	worker_stop(&b);
