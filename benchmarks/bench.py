@@ -20,7 +20,13 @@ interleaved: for each repetition, for each row, every allocator once,
 starting at a different allocator each repetition, so that slow drift of
 a noisy machine (frequency, neighbours) lands on all allocators alike.
 Per row and allocator the median ns/op over the repetitions is reported,
-with the spread and the largest peak RSS.  A row whose spread under some
+with the spread and the largest peak RSS.  Single-threaded bench_malloc
+and cache rows run pinned to one CPU (--pin): on a VM one virtual CPU can
+run at half the speed of another for minutes (a busy host sibling), and
+a process that lands on it at random made the median of a row bimodal;
+every allocator of a row's round runs on the same CPU, the one that
+measured fastest at the last check (every 10 s: a 20 ms malloc/free loop
+on each CPU of the affinity mask).  A row whose spread under some
 allocator exceeds --noisy (25%) after the repetitions gets --extra-reps
 (4) more interleaved repetitions, under every allocator alike, so that the
 median of a noisy row rests on more runs.
@@ -300,6 +306,26 @@ def describe_allocator(label, so):
 
 # ------------------------------------------------------------------ runs --
 
+PIN_RECHECK_S = 10.0
+
+
+def pin_to(cpu):
+    def f():
+        os.sched_setaffinity(0, {cpu})
+    return f
+
+
+def single_threaded(row):
+    """Rows that run one thread at a time (bench-malloc-simple's "mt" rows
+    run one worker while main waits): these can be pinned to one CPU.  The
+    rcu rows are left alone: a reader thread and sheaf's drain thread run
+    beside the updater."""
+    if row.startswith("rcu/"):
+        return False
+    m = re.search(r"threads:(\d+)", row)
+    return not m or int(m.group(1)) == 1
+
+
 class Runner:
     def __init__(self, args, total):
         self.args = args
@@ -308,6 +334,10 @@ class Runner:
         self.t0 = time.time()
         self.tty = sys.stderr.isatty()
         self.failures = 0
+        self.pin_cpus = None    # CPUs to choose from; None: no pinning
+        self.pin_cpu = None
+        self.pin_checked = -1e9
+        self.pin_log = []
 
     def progress(self, what):
         self.n += 1
@@ -333,8 +363,39 @@ class Runner:
             sys.stderr.write("\n")
         warn("%s failed: %s%s" % (what, why, ("; stderr: " + " ".join(err.split())[:300]) if err.strip() else ""))
 
-    def gbench(self, prog, row, alloc, so, min_time):
-        """One process, one row.  Returns a run record."""
+    def calibrate(self, prog):
+        """The CPU to pin single-threaded rows to: the fastest, now.
+
+        On a VM a virtual CPU whose host sibling is busy runs at about half
+        speed, for minutes; a row that ran there in some repetitions and not
+        in others had a median that fell on either side.  Rechecked at most
+        every PIN_RECHECK_S seconds, and only between rows, so that all
+        allocators of a row's round share one CPU."""
+        if self.pin_cpus is None or time.time() - self.pin_checked < PIN_RECHECK_S:
+            return self.pin_cpu
+        best, seen = None, {}
+        for cpu in self.pin_cpus:
+            cmd = [prog, "--benchmark_filter=^malloc_free/64$", "--benchmark_min_time=0.02",
+                   "--benchmark_format=json"]
+            env = dict(os.environ)
+            env.pop("LD_PRELOAD", None)
+            try:
+                p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   universal_newlines=True, timeout=30, preexec_fn=pin_to(cpu))
+                ns = json.loads(p.stdout)["benchmarks"][0]["cpu_time"]
+            except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, IndexError):
+                continue
+            seen[cpu] = round(ns, 3)
+            if best is None or ns < seen[best]:
+                best = cpu
+        self.pin_checked = time.time()
+        if best is not None:
+            self.pin_cpu = best
+            self.pin_log.append({"t_s": round(self.pin_checked - self.t0, 1), "ns": seen, "cpu": best})
+        return self.pin_cpu
+
+    def gbench(self, prog, row, alloc, so, min_time, cpu=None):
+        """One process, one row (pinned to cpu unless None).  Returns a run record."""
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         if so:
@@ -343,12 +404,13 @@ class Runner:
         cmd = [prog, "--benchmark_filter=^%s$" % re.escape(row),
                "--benchmark_min_time=%g" % min_time, "--benchmark_format=json"]
         rec = {"program": os.path.basename(prog), "row": display_name(row), "gbench_name": row,
-               "allocator": alloc, "ok": False}
+               "allocator": alloc, "ok": False, "cpu": cpu}
         what = "%s %s under %s" % (rec["program"], rec["row"], alloc)
         t = time.time()
         try:
             p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               universal_newlines=True, timeout=self.args.timeout)
+                               universal_newlines=True, timeout=self.args.timeout,
+                               preexec_fn=pin_to(cpu) if cpu is not None else None)
         except subprocess.TimeoutExpired:
             self.fail(what, "timed out after %d s" % self.args.timeout)
             rec["error"] = "timeout"
@@ -620,6 +682,9 @@ def main():
                     help="--lib once more with an environment variable (e.g. sheaf-secure=SHEAF_OPTIONS=secure=1)")
     ap.add_argument("--no-install", action="store_true", help="never run apt-get (it only runs as root)")
     ap.add_argument("--no-plot", action="store_true", help="no PNG")
+    ap.add_argument("--pin", default="auto",
+                    help="single-threaded rows: 'auto' (default: pin each row's round to the CPU that measured "
+                         "fastest at the last check), a CPU number, or 'off'")
     ap.add_argument("--timeout", type=int, default=120, help="kill a run after S seconds (default 120)")
     ap.add_argument("--render", metavar="LATEST_JSON",
                     help="run nothing: write the tables and PNGs again from a saved latest.json")
@@ -678,6 +743,27 @@ def main():
 
     R = Runner(args, total)
     R.context = {}
+    mask = sorted(os.sched_getaffinity(0))
+    if args.pin == "off" or len(mask) < 2:
+        pin_fixed = None
+    elif args.pin == "auto":
+        pin_fixed = None
+        R.pin_cpus = mask
+    else:
+        try:
+            pin_fixed = int(args.pin)
+        except ValueError:
+            die("--pin wants auto, off or a CPU number")
+        if pin_fixed not in mask:
+            die("--pin %d: not in this process's CPU affinity mask %s" % (pin_fixed, mask))
+    calib_prog = paths.get("bench_malloc")
+
+    def cpu_for(row):
+        if not single_threaded(row):
+            return None
+        if pin_fixed is not None:
+            return pin_fixed
+        return R.calibrate(calib_prog) if calib_prog else None
     runs = []
     t_start = time.time()
     gb_context = {}
@@ -685,17 +771,18 @@ def main():
         nonlocal gb_context
         for row in malloc_rows:
             mt = min_time * (2 if clock_of(row) != "cpu" else 1)
+            cpu = cpu_for(row)
             for k in range(len(allocs)):
                 label, so = allocs[(k + rep) % len(allocs)]
                 R.progress("rep %d/%d: bench_malloc %s under %s" % (rep + 1, of, display_name(row), label))
-                rec = R.gbench(paths["bench_malloc"], row, label, so, mt)
+                rec = R.gbench(paths["bench_malloc"], row, label, so, mt, cpu)
                 rec["rep"] = rep
                 runs.append(rec)
                 gb_context = gb_context or R.context
         for row in sheaf_rows:
             mt = min_time * (2 if clock_of(row) != "cpu" else 1)
             R.progress("rep %d/%d: bench_sheaf %s (sheaf only)" % (rep + 1, of, display_name(row)))
-            rec = R.gbench(paths["bench_sheaf"], row, args.name, "", mt)
+            rec = R.gbench(paths["bench_sheaf"], row, args.name, "", mt, cpu_for(row))
             rec["rep"] = rep
             runs.append(rec)
 
@@ -733,12 +820,12 @@ def main():
            "rows_malloc": rows_malloc, "rows_sheaf": rows_sheaf, "do_rcuscale": bool(do_rcuscale),
            "rcuscale_loops": rcuscale_loops, "info": info, "date": date, "elapsed": elapsed,
            "load_end": load_end, "gb_context": {k: v for k, v in gb_context.items() if k != "caches"},
-           "failures": R.failures, "name": args.name,
+           "failures": R.failures, "name": args.name, "pin": args.pin, "pin_log": R.pin_log,
            "alloc_desc": [describe_allocator(a, so) for a, so in allocs]}
     return render(args, ctx, runs)
 
 
-RUN_KEYS = ("rep", "program", "row", "allocator", "ok", "error", "clock", "ns_per_op", "wall_ns_per_op", "peak_rss_kib",
+RUN_KEYS = ("rep", "program", "row", "allocator", "ok", "cpu", "error", "clock", "ns_per_op", "wall_ns_per_op", "peak_rss_kib",
             "iterations", "counters", "process_s", "method", "threads", "loops", "objects", "total_ns", "batches",
             "footprint_mb", "barrier_total_ms", "objects_per_gp")
 
@@ -832,6 +919,18 @@ def render(args, ctx, runs):
     w("- machine: %s, %s cores, Linux %s; load average (1 min) %s at the start, %s at the end "
       "(the runs themselves add 1-2; more is other work on the machine)"
       % (info["cpu"], info["cores"], info["kernel"], info["loadavg"], load_end))
+    pin_log = ctx.get("pin_log") or []
+    if ctx.get("pin", "off") == "auto" and pin_log:
+        used = sorted(set(p["cpu"] for p in pin_log))
+        w("- single-threaded rows pinned to one CPU per row and repetition, all allocators alike: the one that "
+          "ran a 20 ms malloc/free loop fastest at the last check (%d checks; CPU %s chosen; the slowest CPU "
+          "took up to %.2fx the fastest's time)"
+          % (len(pin_log), ", ".join(str(c) for c in used),
+             max(max(p["ns"].values()) / min(p["ns"].values()) for p in pin_log if p["ns"])))
+    elif ctx.get("pin") not in (None, "auto", "off"):
+        w("- single-threaded rows pinned to CPU %s" % ctx["pin"])
+    else:
+        w("- no CPU pinning")
     w("- C library: %s; compiler: %s" % (info["libc"], info["compiler"]))
     w("- Google Benchmark %s; its JSON context says library_build_type = **%s**: that is how Debian compiled "
       "the harness library (it prints \"Library was built as DEBUG\"), it concerns only the harness's own "
