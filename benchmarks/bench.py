@@ -383,7 +383,7 @@ class Runner:
                 p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                    universal_newlines=True, timeout=30, preexec_fn=pin_to(cpu))
                 ns = json.loads(p.stdout)["benchmarks"][0]["cpu_time"]
-            except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, IndexError):
+            except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError):
                 continue
             seen[cpu] = round(ns, 3)
             if best is None or ns < seen[best]:
@@ -414,6 +414,10 @@ class Runner:
         except subprocess.TimeoutExpired:
             self.fail(what, "timed out after %d s" % self.args.timeout)
             rec["error"] = "timeout"
+            return rec
+        except (OSError, subprocess.SubprocessError) as e:   # exec or the pinning failed
+            self.fail(what, "cannot start: %s" % e)
+            rec["error"] = "cannot start"
             return rec
         rec["process_s"] = round(time.time() - t, 3)
         if p.returncode != 0:
