@@ -97,6 +97,16 @@ static void worker_start(struct worker *w)
 	pthread_mutex_unlock(&w->m);
 }
 
+/* Two workers whose homes are different nodes (the least used node is a
+ * new thread's home), both on cache c. */
+static void worker_pair(struct worker *a, struct worker *b, struct sheaf_cache *c)
+{
+	worker_start(a);
+	worker_start(b);
+	REQUIRE(a->node != b->node);
+	a->c = b->c = c;
+}
+
 static void worker_run(struct worker *w, void (*job)(struct worker *))
 {
 	pthread_mutex_lock(&w->m);
@@ -187,14 +197,11 @@ static void test_assignment(void)
 static void separation(struct sheaf_cache *c, size_t size, const char *what)
 {
 	struct worker a, b;
-	worker_start(&a);
-	worker_start(&b);
-	REQUIRE(a.node != b.node);
+	worker_pair(&a, &b, c);
 	unsigned int cap = c ? c->sheaf_capacity : kmalloc_caches[size_to_class(size)].sheaf_capacity;
 	unsigned int n = (cap ? cap : 32) * 6 + 5;
 	void **oa = calloc(n, sizeof(void *)), **ob = calloc(n, sizeof(void *));
 	REQUIRE(oa && ob);
-	a.c = b.c = c;
 	a.size = b.size = size;
 	a.objs = oa;
 	b.objs = ob;
@@ -235,13 +242,10 @@ static void test_remote_free(void)
 {
 	struct sheaf_cache *c = sheaved_cache("test-node-remote", 64);
 	struct worker p, q;
-	worker_start(&p);
-	worker_start(&q);
-	REQUIRE(p.node != q.node);
+	worker_pair(&p, &q, c);
 	unsigned int n = c->sheaf_capacity * 10;
 	void **objs = calloc(n, sizeof(void *));
 	REQUIRE(objs);
-	p.c = q.c = c;
 	p.objs = q.objs = objs;
 	p.n = q.n = n;
 	worker_run(&p, job_alloc);
@@ -278,13 +282,10 @@ static void test_remote_steal(void)
 {
 	struct sheaf_cache *c = sheaved_cache("test-node-steal", 64);
 	struct worker a, b;
-	worker_start(&a);
-	worker_start(&b);
-	REQUIRE(a.node != b.node);
+	worker_pair(&a, &b, c);
 	unsigned int cap = c->sheaf_capacity, n = cap * 8;
 	void **oa = calloc(n, sizeof(void *)), **ob = calloc(n, sizeof(void *));
 	REQUIRE(oa && ob);
-	a.c = b.c = c;
 	a.objs = oa;
 	b.objs = ob;
 	a.n = n;
